@@ -1,0 +1,59 @@
+"""Pieces every config shares: argument parsing and the default training sections."""
+
+import ml_collections
+
+
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+    """'size=mini,runlocal' -> ConfigDict(size='mini', runlocal=True); unknown keys fail."""
+    out = ml_collections.ConfigDict(defaults)
+    for item in filter(None, (arg or "").split(",")):
+        key, _, value = item.partition("=")
+        key = key.strip()
+        if key not in defaults:
+            raise KeyError(f"unknown config argument {key!r}; expected one of {sorted(defaults)}")
+        default = defaults[key]
+        if not value:
+            out[key] = True
+        elif isinstance(default, bool):
+            out[key] = value.lower() in ("1", "true", "yes")
+        else:
+            out[key] = type(default)(value)
+    return out
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.mesh = ml_collections.ConfigDict({"data": -1, "model": 1})
+    c.partition_rules = ()  # empty: tlx.partitioning.DEFAULT_RULES
+    c.train = ml_collections.ConfigDict(
+        {"steps": 1000, "batch_size": 32, "log_every": 50, "eval_every": 500, "eval_steps": 20}
+    )
+    c.optim = ml_collections.ConfigDict(
+        {
+            "lr": 1e-4,
+            "warmup_steps": 0,
+            "warmup_fraction": 0.0,
+            "end_factor": 0.0,
+            "b1": 0.9,
+            "b2": 0.999,
+            "eps": 1e-6,
+            "weight_decay": 0.01,
+            "grad_clip": 1.0,
+            "frozen": [],
+        }
+    )
+    c.checkpoint = ml_collections.ConfigDict({"every": 500, "max_to_keep": 3, "async_save": True})
+    c.transfer = ml_collections.ConfigDict({"init_from": "", "dont_load": [], "ignore": []})
+    c.data = ml_collections.ConfigDict(
+        {
+            "task": "",
+            "vocab": "bert_uncased",
+            "seq_len": 128,
+            "data_dir": "",  # empty: $TLX_DATA_DIR
+            "num_shards": 0,  # 0: one data shard per process
+            "eval_split": "validation",
+            "options": ml_collections.ConfigDict(),
+        }
+    )
+    return c

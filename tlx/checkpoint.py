@@ -1,0 +1,169 @@
+"""Orbax checkpoints and the one restore order.
+
+Restore order (big_vision's, written once in `restore_or_init`):
+  1. the run's own latest checkpoint in `workdir/checkpoints` (resume: params, optimizer state,
+     step, RNG, data position);
+  2. else `init_from`: params only, from another run's latest checkpoint, loaded by name with
+     regexes saying which model params keep their init (`dont_load`) and which checkpoint
+     params are deliberately unused (`ignore`); every other mismatch is an error naming it;
+  3. else the fresh initialisation.
+"""
+
+import os
+import re
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from jax.sharding import NamedSharding, PartitionSpec
+
+from tlx.optim import path_str
+
+ITEMS = ("params", "opt_state", "meta")
+
+
+class TransferError(ValueError):
+    """A pretrained checkpoint does not fit the model; the message names the parameter."""
+
+
+def manager(directory: str, *, every: int = 1000, max_to_keep: int | None = 3, async_save=True):
+    options = ocp.CheckpointManagerOptions(
+        save_interval_steps=every,
+        max_to_keep=max_to_keep,
+        enable_async_checkpointing=async_save,
+        create=True,
+    )
+    handlers = {
+        "params": ocp.StandardCheckpointHandler(),
+        "opt_state": ocp.StandardCheckpointHandler(),
+        "meta": ocp.JsonCheckpointHandler(),
+    }
+    return ocp.CheckpointManager(
+        os.path.abspath(directory), options=options, item_handlers=handlers
+    )
+
+
+def save(mngr: ocp.CheckpointManager, step: int, state, meta: dict, *, force=False) -> bool:
+    """Saves params, optimizer state and JSON meta (RNG, data position) if `step` is due."""
+    return mngr.save(
+        step,
+        args=ocp.args.Composite(
+            params=ocp.args.StandardSave(state.params),
+            opt_state=ocp.args.StandardSave(state.opt_state),
+            meta=ocp.args.JsonSave(meta),
+        ),
+        force=force,
+    )
+
+
+def _abstract(tree, shardings):
+    return jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings
+    )
+
+
+def restore_latest(mngr: ocp.CheckpointManager, abstract_state, shardings):
+    """Resume from the latest step: (step, params, opt_state, meta), or None if there is none."""
+    step = mngr.latest_step()
+    if step is None:
+        return None
+    restored = mngr.restore(
+        step,
+        args=ocp.args.Composite(
+            params=ocp.args.StandardRestore(_abstract(abstract_state.params, shardings.params)),
+            opt_state=ocp.args.StandardRestore(
+                _abstract(abstract_state.opt_state, shardings.opt_state)
+            ),
+            meta=ocp.args.JsonRestore(),
+        ),
+    )
+    return step, restored["params"], restored["opt_state"], restored["meta"]
+
+
+def _flat(tree) -> dict:
+    return {path_str(p): x for p, x in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def _unflatten(flat: dict) -> dict:
+    tree: dict = {}
+    for path, value in flat.items():
+        node = tree
+        *parents, leaf = path.split("/")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return tree
+
+
+def load_pretrained(
+    init_from: str,
+    params,
+    param_shardings,
+    *,
+    dont_load=(),
+    ignore=(),
+):
+    """Loads `params` (a concrete, sharded tree) from the latest checkpoint under `init_from`.
+
+    `dont_load`: regexes of model params that keep their fresh init (e.g. a new task head).
+    `ignore`: regexes of checkpoint params with no place in the model (e.g. pretraining heads).
+    Anything else missing, extra or wrongly shaped raises TransferError naming it.
+    """
+    ckpt_dir = os.path.join(init_from, "checkpoints")
+    if not os.path.isdir(ckpt_dir):
+        ckpt_dir = init_from  # also accept the checkpoints directory itself
+    mngr = ocp.CheckpointManager(
+        os.path.abspath(ckpt_dir),
+        options=ocp.CheckpointManagerOptions(create=False, read_only=True),
+        item_handlers={"params": ocp.StandardCheckpointHandler()},
+    )
+    step = mngr.latest_step()
+    if step is None:
+        raise TransferError(f"init_from={init_from!r}: no Orbax checkpoint found in {ckpt_dir}")
+    stored = _flat(mngr.item_metadata(step)["params"])
+    model = _flat(params)
+    shard = _flat(param_shardings)
+    keep_init = [re.compile(r) for r in dont_load]
+    unused = [re.compile(r) for r in ignore]
+
+    problems = []
+    for path, x in model.items():
+        if any(r.fullmatch(path) for r in keep_init):
+            continue
+        if path not in stored:
+            problems.append(f"model parameter {path} {x.shape} is missing from the checkpoint")
+        elif tuple(stored[path].shape) != tuple(x.shape):
+            problems.append(
+                f"parameter {path}: checkpoint shape {tuple(stored[path].shape)} != model "
+                f"shape {tuple(x.shape)}"
+            )
+    for path in stored:
+        if path not in model and not any(r.fullmatch(path) for r in unused):
+            problems.append(f"checkpoint parameter {path} has no place in the model")
+    if problems:
+        raise TransferError(
+            f"cannot load {ckpt_dir} (step {step}) into the model:\n  "
+            + "\n  ".join(problems)
+            + "\n(use transfer.dont_load / transfer.ignore regexes for intended differences)"
+        )
+
+    mesh = jax.tree.leaves(param_shardings)[0].mesh
+    replicated = NamedSharding(mesh, PartitionSpec())
+    target = {
+        path: jax.ShapeDtypeStruct(
+            tuple(meta.shape), np.dtype(meta.dtype), sharding=shard.get(path, replicated)
+        )
+        for path, meta in stored.items()
+    }
+    restored = _flat(
+        mngr.restore(
+            step, args=ocp.args.Composite(params=ocp.args.StandardRestore(_unflatten(target)))
+        )["params"]
+    )
+    mngr.close()
+    loaded = {
+        path: (x if any(r.fullmatch(path) for r in keep_init) else restored[path].astype(x.dtype))
+        for path, x in model.items()
+    }
+    leaves = [loaded[path_str(p)] for p, _ in jax.tree_util.tree_leaves_with_path(params)]
+    return jax.tree.unflatten(jax.tree.structure(params), leaves), step

@@ -1,0 +1,102 @@
+"""Per-process batches from a registered SeqIO task.
+
+The stream is split into `num_shards` data shards (default: one per process). Process p reads
+only shards [p*k, (p+1)*k), k = num_shards / process_count, and its local batch is the
+concatenation of one sub-batch per shard. So a run's global batches are a function of
+(task, seed, num_shards) alone, not of how many hosts read them: 2 processes x 1 shard and
+1 process x 2 shards see identical data.
+"""
+
+import math
+from collections.abc import Iterator
+
+import jax
+import ml_collections
+import numpy as np
+import tensorflow as tf
+
+import data_pipelines
+
+
+def _shard_plan(cfg: ml_collections.ConfigDict, global_batch: int) -> tuple[list[int], int, int]:
+    procs, p = jax.process_count(), jax.process_index()
+    shards = cfg.data.num_shards or procs
+    if shards % procs:
+        raise ValueError(f"data.num_shards={shards} is not a multiple of {procs} processes")
+    if global_batch % shards:
+        raise ValueError(f"batch size {global_batch} is not divisible by {shards} data shards")
+    k = shards // procs
+    return list(range(p * k, (p + 1) * k)), shards, global_batch // shards
+
+
+def _dataset(cfg, split: str, seed: int, shard: int, num_shards: int, repeat: bool, shuffle: bool):
+    return data_pipelines.get_dataset(
+        cfg.data.task_name,
+        split=split,
+        seq_len=cfg.data.seq_len,
+        seed=seed,
+        shuffle=shuffle,
+        shard_index=shard,
+        num_shards=num_shards,
+        num_epochs=None if repeat else 1,
+    )
+
+
+def train_batches(cfg, global_batch: int, start_batch: int = 0) -> Iterator[dict[str, np.ndarray]]:
+    """Endless shuffled local batches, skipping the `start_batch` already consumed."""
+    shards, num_shards, per_shard = _shard_plan(cfg, global_batch)
+    parts = [
+        _dataset(cfg, "train", cfg.seed, s, num_shards, repeat=True, shuffle=True).batch(
+            per_shard, drop_remainder=True
+        )
+        for s in shards
+    ]
+    ds = tf.data.Dataset.zip(tuple(parts)).map(
+        lambda *xs: {k: tf.concat([x[k] for x in xs], 0) for k in xs[0]}
+    )
+    ds = ds.skip(start_batch).prefetch(tf.data.AUTOTUNE)
+    for batch in ds.as_numpy_iterator():
+        batch["example_weight"] = np.ones(len(next(iter(batch.values()))), np.float32)
+        yield batch
+
+
+def _padded(it, per_shard: int, spec) -> Iterator[dict[str, np.ndarray]]:
+    """Fixed-size batches from a finite stream; after it ends, all-padding batches forever."""
+    while True:
+        rows = [x for _, x in zip(range(per_shard), it, strict=False)]
+        n = len(rows)
+        batch = {
+            k: np.stack(
+                [r[k] for r in rows] + [np.zeros(s.shape, s.dtype.as_numpy_dtype)] * (per_shard - n)
+            )
+            if n
+            else np.zeros((per_shard, *s.shape), s.dtype.as_numpy_dtype)
+            for k, s in spec.items()
+        }
+        batch["example_weight"] = (np.arange(per_shard) < n).astype(np.float32)
+        yield batch
+
+
+def eval_batches(cfg, global_batch: int, split: str) -> tuple[Iterator[dict], int]:
+    """(iterator of local eval batches, number of steps). `train.eval_steps=-1` covers the
+    whole split once (padding examples carry example_weight 0); every process runs the same
+    number of steps so collectives stay in lockstep."""
+    shards, num_shards, per_shard = _shard_plan(cfg, global_batch)
+    parts = [
+        _dataset(cfg, split, cfg.seed, s, num_shards, repeat=False, shuffle=False) for s in shards
+    ]
+    steps = cfg.train.eval_steps
+    if steps < 0:
+        local = max(sum(1 for _ in p) for p in parts)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            local = int(np.max(multihost_utils.process_allgather(np.array(local))))
+        steps = math.ceil(local / per_shard)
+    iters = [_padded(p.as_numpy_iterator(), per_shard, p.element_spec) for p in parts]
+
+    def merged():
+        for subs in zip(*iters, strict=True):
+            yield {k: np.concatenate([s[k] for s in subs]) for k in subs[0]}
+
+    return merged(), steps

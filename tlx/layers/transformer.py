@@ -1,0 +1,130 @@
+"""Transformer blocks shared by the encoder (BERT) and decoder (GPT) models."""
+
+import dataclasses
+from collections.abc import Callable
+from typing import Literal
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from tlx.layers.attention import MultiHeadAttention
+from tlx.layers.embed import default_init
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+    """Hyperparameters of a transformer stack; model configs embed one of these."""
+
+    vocab_size: int
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    intermediate_size: int
+    max_position: int = 512
+    type_vocab_size: int = 2
+    dropout_rate: float = 0.1
+    attention_dropout_rate: float = 0.1
+    layer_norm_eps: float = 1e-12
+    gelu: Literal["tanh", "erf"] = "tanh"
+    norm_position: Literal["post", "pre"] = "post"
+    dtype: str = "float32"
+
+    @property
+    def head_dim(self) -> int:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}"
+            )
+        return self.hidden_size // self.num_heads
+
+
+def activation(name: str) -> Callable[[jnp.ndarray], jnp.ndarray]:
+    if name == "tanh":
+        return lambda x: jax.nn.gelu(x, approximate=True)
+    if name == "erf":
+        return lambda x: jax.nn.gelu(x, approximate=False)
+    raise ValueError(f"unknown gelu variant {name!r}; expected 'tanh' or 'erf'")
+
+
+def layer_norm(eps: float, name: str, dtype=jnp.float32) -> nn.LayerNorm:
+    return nn.LayerNorm(
+        epsilon=eps,
+        dtype=dtype,
+        scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
+        name=name,
+    )
+
+
+class Mlp(nn.Module):
+    intermediate_size: int
+    gelu: str = "tanh"
+    dtype: jnp.dtype = jnp.float32
+    kernel_init: Callable = default_init
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        d = x.shape[-1]
+        h = nn.Dense(
+            self.intermediate_size,
+            dtype=self.dtype,
+            kernel_init=nn.with_logical_partitioning(self.kernel_init, ("embed", "mlp")),
+            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)),
+            name="wi",
+        )(x)
+        h = activation(self.gelu)(h)
+        h = nn.with_logical_constraint(h, ("batch", "length", "mlp"))  # [B, L, I]
+        return nn.Dense(
+            d,
+            dtype=self.dtype,
+            kernel_init=nn.with_logical_partitioning(self.kernel_init, ("mlp", "embed")),
+            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
+            name="wo",
+        )(h)
+
+
+class TransformerBlock(nn.Module):
+    """Attention + MLP with residuals; LayerNorm after (BERT, GPT-1) or before (GPT-2) each."""
+
+    config: TransformerConfig
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, bias: jnp.ndarray, *, deterministic: bool) -> jnp.ndarray:
+        cfg = self.config
+        dtype = jnp.dtype(cfg.dtype)
+        drop = lambda y: nn.Dropout(cfg.dropout_rate)(y, deterministic=deterministic)  # noqa: E731
+        attn = MultiHeadAttention(
+            num_heads=cfg.num_heads,
+            head_dim=cfg.head_dim,
+            dropout_rate=cfg.attention_dropout_rate,
+            dtype=dtype,
+            name="attention",
+        )
+        mlp = Mlp(cfg.intermediate_size, gelu=cfg.gelu, dtype=dtype, name="mlp")
+        ln_attn = layer_norm(cfg.layer_norm_eps, "attention_ln", dtype)
+        ln_mlp = layer_norm(cfg.layer_norm_eps, "mlp_ln", dtype)
+
+        if cfg.norm_position == "post":
+            x = ln_attn(x + drop(attn(x, bias, deterministic=deterministic)))
+            x = ln_mlp(x + drop(mlp(x)))
+        else:
+            x = x + drop(attn(ln_attn(x), bias, deterministic=deterministic))
+            x = x + drop(mlp(ln_mlp(x)))
+        return nn.with_logical_constraint(x, ("batch", "length", "embed"))
+
+
+class TransformerStack(nn.Module):
+    """`num_layers` blocks named layer_0..layer_{N-1}; returns (last, [every block's output])."""
+
+    config: TransformerConfig
+
+    @nn.compact
+    def __call__(self, x, bias, *, deterministic: bool):
+        states = []
+        for i in range(self.config.num_layers):
+            x = TransformerBlock(self.config, name=f"layer_{i}")(
+                x, bias, deterministic=deterministic
+            )
+            states.append(x)
+        return x, states

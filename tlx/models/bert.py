@@ -1,0 +1,129 @@
+"""BERT (Devlin et al., 2019): encoder, pretraining model (MLM + NSP) and classifier.
+
+Matches the reference google-research/bert layout: post-LN blocks, LayerNorm eps 1e-12,
+GELU, truncated-normal(0.02) init, token+position+segment embeddings -> LN -> dropout,
+tanh pooler over [CLS], MLM decoder tied to the token embedding.
+"""
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from tlx import heads
+from tlx.layers.attention import padding_bias
+from tlx.layers.embed import Embed
+from tlx.layers.transformer import TransformerConfig, TransformerStack, layer_norm
+
+BertConfig = TransformerConfig
+
+SIZES = {
+    # name: (layers, hidden, heads, intermediate); tiny..small follow Turc et al. (2019).
+    "tiny": (2, 128, 2, 512),
+    "mini": (4, 256, 4, 1024),
+    "small": (4, 512, 8, 2048),
+    "base": (12, 768, 12, 3072),
+    "large": (24, 1024, 16, 4096),
+}
+
+
+def config_for_size(size: str, **overrides) -> BertConfig:
+    if size not in SIZES:
+        raise ValueError(f"unknown BERT size {size!r}; expected one of {sorted(SIZES)}")
+    layers, hidden, num_heads, inter = SIZES[size]
+    kw = dict(
+        vocab_size=30522,
+        hidden_size=hidden,
+        num_layers=layers,
+        num_heads=num_heads,
+        intermediate_size=inter,
+    )
+    kw.update(overrides)
+    return BertConfig(**kw)
+
+
+class BertEncoder(nn.Module):
+    """(sequence_output [B, L, D], {'hidden_states': [emb, layer_0, ...], 'pooled': [B, D]})."""
+
+    config: BertConfig
+
+    def setup(self):
+        cfg = self.config
+        dtype = jnp.dtype(cfg.dtype)
+        self.token_embed = Embed(cfg.vocab_size, cfg.hidden_size, dtype=dtype)
+        self.position_embed = Embed(
+            cfg.max_position, cfg.hidden_size, axes=("position", "embed"), dtype=dtype
+        )
+        self.segment_embed = Embed(
+            cfg.type_vocab_size, cfg.hidden_size, axes=("segment", "embed"), dtype=dtype
+        )
+        self.embed_ln = layer_norm(cfg.layer_norm_eps, "embed_ln", dtype)
+        self.embed_dropout = nn.Dropout(cfg.dropout_rate)
+        self.layers = TransformerStack(cfg)
+        self.pooler = heads.dense(cfg.hidden_size, ("embed", "mlp"), "pooler", dtype)
+
+    def __call__(self, input_ids, segment_ids, input_mask, *, deterministic: bool):
+        length = input_ids.shape[1]
+        if length > self.config.max_position:
+            raise ValueError(
+                f"sequence length {length} exceeds max_position={self.config.max_position}"
+            )
+        x = (
+            self.token_embed(input_ids)
+            + self.position_embed(jnp.arange(length)[None, :])
+            + self.segment_embed(segment_ids)
+        )  # [B, L, D]
+        x = self.embed_dropout(self.embed_ln(x), deterministic=deterministic)
+        x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+        out, states = self.layers(x, padding_bias(input_mask), deterministic=deterministic)
+        pooled = jnp.tanh(self.pooler(out[:, 0]))  # [B, D] from [CLS]
+        return out, {"hidden_states": [x, *states], "pooled": pooled}
+
+    def decode(self, h: jnp.ndarray) -> jnp.ndarray:
+        """Tied output projection through the token embedding: [..., D] -> [..., V]."""
+        return self.token_embed.attend(h)
+
+
+def _encode(encoder: BertEncoder, batch, train: bool):
+    return encoder(
+        batch["input_ids"],
+        batch["segment_ids"],
+        batch["input_mask"],
+        deterministic=not train,
+    )
+
+
+class BertForPreTraining(nn.Module):
+    """MLM + NSP. The MLM head scores only `masked_lm_positions` unless `mlm_all_positions`."""
+
+    config: BertConfig
+    mlm_all_positions: bool = False
+
+    @nn.compact
+    def __call__(self, batch, *, train: bool = False):
+        cfg = self.config
+        encoder = BertEncoder(cfg, name="encoder")
+        seq, inter = _encode(encoder, batch, train)
+        states = (
+            seq
+            if self.mlm_all_positions
+            else heads.gather_positions(seq, batch["masked_lm_positions"])
+        )  # [B, P, D]
+        mlm_logits = heads.MlmHead(
+            cfg.vocab_size, cfg.gelu, cfg.layer_norm_eps, jnp.dtype(cfg.dtype), name="mlm_head"
+        )(states, encoder.decode)
+        nsp_logits = heads.ClassifierHead(2, name="nsp_head")(inter["pooled"], deterministic=True)
+        return {"mlm_logits": mlm_logits, "nsp_logits": nsp_logits}, inter
+
+
+class BertForSequenceClassification(nn.Module):
+    """[CLS] sentence [SEP] (or a segment-id'd pair) -> pooled [CLS] -> dropout -> classifier."""
+
+    config: BertConfig
+    num_classes: int
+
+    @nn.compact
+    def __call__(self, batch, *, train: bool = False):
+        _, inter = _encode(BertEncoder(self.config, name="encoder"), batch, train)
+        logits = heads.ClassifierHead(
+            self.num_classes, self.config.dropout_rate, name="classifier"
+        )(inter["pooled"], deterministic=not train)
+        return {"logits": logits}, inter

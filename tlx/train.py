@@ -1,0 +1,320 @@
+r"""The one training loop: pretraining and finetuning for every paradigm.
+
+  python -m tlx.train --config=configs/bert/pretrain.py:size=mini --workdir=runs/bert_mini \
+      [--config.train.steps=1000 ...]
+
+Sections, top to bottom: distributed init, mesh, data, model + optimizer, shard + init,
+restore, train steps with logging / eval / checkpoints.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import time
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+import data_pipelines
+from tlx import checkpoint, input_pipeline, models, objectives, optim, partitioning
+from tlx.metrics import MetricsLog, reduce
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jnp.ndarray
+    params: dict
+    opt_state: optax.OptState
+    rng: jnp.ndarray
+
+
+def maybe_initialize_distributed(cfg: ml_collections.ConfigDict) -> None:
+    """Joins JAX's multi-controller runtime when launched as one of several processes.
+
+    launch/multiprocess.sh sets TLX_COORDINATOR / TLX_NUM_PROCESSES / TLX_PROCESS_ID; on TPU pods
+    and SLURM clusters `jax.distributed.initialize()` discovers them itself (config.multihost)."""
+    if jax.distributed.is_initialized():
+        return
+    if "TLX_NUM_PROCESSES" in os.environ:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(
+            coordinator_address=os.environ["TLX_COORDINATOR"],
+            num_processes=int(os.environ["TLX_NUM_PROCESSES"]),
+            process_id=int(os.environ["TLX_PROCESS_ID"]),
+        )
+    elif cfg.get("multihost", False):
+        jax.distributed.initialize()
+
+
+def resolve_task(cfg: ml_collections.ConfigDict) -> str:
+    """Registers (once) the SeqIO task variant the config's data section describes."""
+    if cfg.data.data_dir:
+        os.environ["TLX_DATA_DIR"] = cfg.data.data_dir
+    return data_pipelines.get_task_name(cfg.data.task, vocab=cfg.data.vocab, **cfg.data.options)
+
+
+def make_train_step(model, objective, tx, schedule):
+    def train_step(state: TrainState, batch):
+        dropout_rng = jax.random.fold_in(state.rng, state.step)
+
+        def loss_fn(params):
+            outputs, _ = model.apply(
+                {"params": params}, batch, train=True, rngs={"dropout": dropout_rng}
+            )
+            return objective(outputs, batch)
+
+        (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {**metrics, "lr": schedule(state.step), "grad_norm": optax.global_norm(grads)}
+        new = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+        return new, metrics
+
+    return train_step
+
+
+def make_eval_step(model, objective):
+    def eval_step(params, batch):
+        outputs, _ = model.apply({"params": params}, batch, train=False)
+        return objective(outputs, batch)[1]
+
+    return eval_step
+
+
+@dataclasses.dataclass
+class Setup:
+    """Everything the loop needs, built from a config (also used by tests and benchmarks)."""
+
+    model: nn.Module
+    tx: optax.GradientTransformation
+    schedule: optax.Schedule
+    mesh: jax.sharding.Mesh
+    rules: tuple
+    state_shardings: TrainState
+    abstract_state: TrainState
+    init: callable  # rng -> sharded TrainState
+    train_step: callable  # jitted, donates the state
+    eval_step: callable
+    batch_sharding: jax.sharding.NamedSharding
+
+
+def build(cfg: ml_collections.ConfigDict, example_batch: dict, devices=None) -> Setup:
+    """Model, optimizer, mesh, shardings and jitted steps for the config."""
+    mesh = partitioning.make_mesh(dict(cfg.mesh), devices)
+    rules = partitioning.rules_from_config(cfg.partition_rules)
+    model = models.build(cfg.model)
+    objective = objectives.get(cfg.objective)
+    dummy = {k: jnp.zeros(v.shape, v.dtype) for k, v in example_batch.items()}
+
+    boxed = jax.eval_shape(lambda r: model.init(r, dummy), jax.random.PRNGKey(0))["params"]
+    abstract_params = nn.unbox(boxed)
+    tx, schedule = optim.make_optimizer(cfg.optim, abstract_params, cfg.train.steps)
+
+    def init_state(rng):
+        params_rng, dropout_rng = jax.random.split(rng)
+        params = nn.unbox(model.init(params_rng, dummy)["params"])
+        return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), dropout_rng)
+
+    abstract_state = jax.eval_shape(init_state, jax.random.PRNGKey(0))
+    p_shard = partitioning.param_shardings(boxed, mesh, rules)
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    state_shardings = TrainState(
+        step=replicated,
+        params=p_shard,
+        opt_state=partitioning.derived_shardings(
+            abstract_state.opt_state, abstract_params, p_shard, mesh
+        ),
+        rng=replicated,
+    )
+    batch_sharding = partitioning.batch_sharding(mesh, rules)
+
+    def with_rules(fn):
+        def traced(*args):
+            with nn.logical_axis_rules(rules):
+                return fn(*args)
+
+        return traced
+
+    def in_mesh(jitted):
+        # The mesh context lets activation constraints name mesh axes; it must wrap the jit call.
+        def call(*args):
+            with jax.set_mesh(mesh):
+                return jitted(*args)
+
+        return call
+
+    init = in_mesh(jax.jit(with_rules(init_state), out_shardings=state_shardings))
+    train_step = in_mesh(
+        jax.jit(
+            with_rules(make_train_step(model, objective, tx, schedule)),
+            in_shardings=(state_shardings, batch_sharding),
+            out_shardings=(state_shardings, replicated),
+            donate_argnums=(0,),
+        )
+    )
+    eval_step = in_mesh(
+        jax.jit(
+            with_rules(make_eval_step(model, objective)),
+            in_shardings=(state_shardings.params, batch_sharding),
+            out_shardings=replicated,
+        )
+    )
+    return Setup(
+        model,
+        tx,
+        schedule,
+        mesh,
+        rules,
+        state_shardings,
+        abstract_state,
+        init,
+        train_step,
+        eval_step,
+        batch_sharding,
+    )
+
+
+def _kill_for_test(step: int) -> None:
+    """Fault injection for the resume test: TLX_FAULT_KILL_AFTER_STEP=N SIGKILLs the process
+    right after step N's checkpoint is on disk, with no cleanup, as a preempted job would die."""
+    at = os.environ.get("TLX_FAULT_KILL_AFTER_STEP")
+    if at is not None and step == int(at):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def evaluate(setup: Setup, cfg, params, global_batch: int) -> dict[str, float]:
+    batches, steps = input_pipeline.eval_batches(cfg, global_batch, cfg.data.eval_split)
+    window = []
+    for _, local in zip(range(steps), batches, strict=False):
+        batch = partitioning.global_batch(local, setup.batch_sharding)
+        window.append(setup.eval_step(params, batch))
+    return reduce(window)
+
+
+def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+    """Trains per `cfg`, resuming from `workdir` if it holds checkpoints; returns final metrics."""
+    # --- distributed init, data task ---------------------------------------------------------
+    maybe_initialize_distributed(cfg)
+    os.makedirs(workdir, exist_ok=True)
+    cfg = ml_collections.ConfigDict(cfg.to_dict())  # unlocked copy: we add the resolved task
+    cfg.data.task_name = resolve_task(cfg)
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(cfg.to_json_best_effort(indent=2))
+    global_batch, total_steps = cfg.train.batch_size, cfg.train.steps
+    per_process = global_batch // jax.process_count()
+
+    # --- model, optimizer, mesh, shardings ---------------------------------------------------
+    probe = next(input_pipeline.train_batches(cfg, global_batch))
+    setup = build(cfg, {k: v[:per_process] for k, v in probe.items()})
+    state = setup.init(jax.random.PRNGKey(cfg.seed))
+
+    # --- restore: own checkpoint, else init_from (params only), else fresh ------------------
+    mngr = checkpoint.manager(
+        os.path.join(workdir, "checkpoints"),
+        every=cfg.checkpoint.every,
+        max_to_keep=cfg.checkpoint.max_to_keep,
+        async_save=cfg.checkpoint.async_save,
+    )
+    start_batch = 0
+    resumed = checkpoint.restore_latest(mngr, setup.abstract_state, setup.state_shardings)
+    if resumed is not None:
+        step, params, opt_state, meta = resumed
+        rng = jnp.asarray(np.array(meta["rng"], np.uint32))
+        state = TrainState(jnp.asarray(step, jnp.int32), params, opt_state, rng)
+        state = jax.device_put(state, setup.state_shardings)
+        start_batch = meta["batches_consumed"]
+        print(f"resumed from {workdir}/checkpoints step {step}", flush=True)
+    elif cfg.transfer.init_from:
+        params, src_step = checkpoint.load_pretrained(
+            cfg.transfer.init_from,
+            state.params,
+            setup.state_shardings.params,
+            dont_load=cfg.transfer.dont_load,
+            ignore=cfg.transfer.ignore,
+        )
+        state = state.replace(
+            params=params,
+            opt_state=jax.jit(setup.tx.init, out_shardings=setup.state_shardings.opt_state)(params),
+        )
+        print(f"initialised from {cfg.transfer.init_from} (step {src_step})", flush=True)
+
+    # --- train -------------------------------------------------------------------------------
+    log = MetricsLog(workdir, total_steps)
+    batches = input_pipeline.train_batches(cfg, global_batch, start_batch)
+    tokens_per_step = global_batch * cfg.data.seq_len
+    step = int(state.step)
+    window, t0, last_eval = [], time.time(), {}
+    while step < total_steps:
+        batch = partitioning.global_batch(next(batches), setup.batch_sharding)
+        state, metrics = setup.train_step(state, batch)
+        window.append(metrics)
+        step += 1
+        due_log = step % cfg.train.log_every == 0 or step == total_steps
+        due_save = step % cfg.checkpoint.every == 0 or step == total_steps
+        if due_log or due_save:
+            summary = reduce(window)
+            if not math.isfinite(summary["loss"]):
+                mngr.wait_until_finished()
+                raise FloatingPointError(
+                    f"loss is {summary['loss']} at step {step} (window of {len(window)} steps); "
+                    f"not saving. Last good checkpoint: step {mngr.latest_step()} in {workdir}"
+                )
+        if due_log:
+            dt = time.time() - t0
+            summary["steps_per_sec"] = len(window) / dt
+            summary["tokens_per_sec"] = len(window) * tokens_per_step / dt
+            log.write(step, summary)
+            log.progress(step, summary)
+            window, t0 = [], time.time()
+        if step % cfg.train.eval_every == 0 or step == total_steps:
+            last_eval = evaluate(setup, cfg, state.params, global_batch)
+            log.write(step, last_eval, prefix="eval/")
+            log.progress(step, {f"eval/{k}": v for k, v in last_eval.items()})
+            t0 = time.time()
+        if due_save:
+            meta = {
+                "step": step,
+                "batches_consumed": step,
+                "rng": np.asarray(jax.device_get(state.rng)).tolist(),
+            }
+            checkpoint.save(mngr, step, state, meta, force=step == total_steps)
+            if os.environ.get("TLX_FAULT_KILL_AFTER_STEP"):
+                mngr.wait_until_finished()
+                _kill_for_test(step)
+    mngr.wait_until_finished()
+    mngr.close()
+    log.close()
+    final = {f"eval/{k}": v for k, v in last_eval.items()}
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
+            json.dump({"step": step, **final}, f, indent=2)
+    return final
+
+
+def main(argv) -> None:
+    del argv
+    from absl import flags
+
+    train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+
+
+def run() -> None:
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    config_flags.DEFINE_config_file("config", None, "Config file, FILE.py[:ARG].", lock_config=True)
+    flags.DEFINE_string("workdir", None, "Run directory (checkpoints, metrics, TensorBoard).")
+    flags.mark_flags_as_required(["config", "workdir"])
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
