@@ -28,3 +28,32 @@ def data_dir() -> pathlib.Path:
 def _cache_dir(tmp_path_factory, monkeypatch):
     """Every test writes caches under one session-wide temp dir, never into the data dir."""
     monkeypatch.setenv("TLX_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "tlx_cache"))
+
+
+@pytest.fixture
+def fake_bert_batches():
+    """Random BERT pretraining batches with the google-research feature names (numpy)."""
+    import numpy as np
+
+    def make(n=3, b=8, length=64, p=10, vocab=30522, seed=0):
+        rng = np.random.default_rng(seed)
+        out = []
+        for _ in range(n):
+            positions = np.sort(rng.permuted(np.tile(np.arange(1, length), (b, 1)), axis=1)[:, :p])
+            out.append(
+                {
+                    "input_ids": rng.integers(5, vocab, (b, length)).astype(np.int32),
+                    "input_mask": np.ones((b, length), np.int32),
+                    "segment_ids": (np.arange(length)[None] >= length // 2)
+                    .repeat(b, 0)
+                    .astype(np.int32),
+                    "masked_lm_positions": positions.astype(np.int32),
+                    "masked_lm_ids": rng.integers(5, vocab, (b, p)).astype(np.int32),
+                    "masked_lm_weights": np.ones((b, p), np.float32),
+                    "next_sentence_labels": rng.integers(0, 2, (b,)).astype(np.int32),
+                    "example_weight": np.ones((b,), np.float32),
+                }
+            )
+        return out
+
+    return make
