@@ -1,0 +1,36 @@
+# The two quick-start commands. Each creates .venv on first use and installs tlx into it.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export TLX_DATA_DIR ?= $(abspath ../shared/data)
+# Tests run on 8 host CPU devices (tests/conftest.py); keep TF's C++ logging quiet.
+export TF_CPP_MIN_LOG_LEVEL ?= 3
+
+.PHONY: demo test lint format bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+demo: $(BIN)/.installed
+	$(BIN)/python -m tlx.demo --workdir=runs/demo
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/python -m pytest -n 2 --dist=loadfile -q tests
+
+format: $(BIN)/.installed
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: $(BIN)/.installed
+	$(BIN)/pip install -q -e '.[peers]'
+	$(BIN)/python launch/benchmark_bert.py
+
+clean:
+	rm -rf $(VENV) runs
