@@ -205,6 +205,12 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str
     os.makedirs(workdir, exist_ok=True)
     cfg = ml_collections.ConfigDict(cfg.to_dict())  # unlocked copy: we add the resolved task
     cfg.data.task_name = resolve_task(cfg)
+    vocab_size = data_pipelines.vocabularies.get_vocabulary(cfg.data.vocab).vocab_size
+    if cfg.model.get("vocab_size") not in (None, vocab_size):
+        raise ValueError(
+            f"model.vocab_size={cfg.model.vocab_size} but data.vocab={cfg.data.vocab!r} has "
+            f"{vocab_size} entries; set --config.model.vocab_size={vocab_size}"
+        )
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(cfg.to_json_best_effort(indent=2))
@@ -214,6 +220,12 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str
     # --- model, optimizer, mesh, shardings ---------------------------------------------------
     probe = next(input_pipeline.train_batches(cfg, global_batch))
     setup = build(cfg, {k: v[:per_process] for k, v in probe.items()})
+    print(
+        f"process_index={jax.process_index()} process_count={jax.process_count()} "
+        f"devices={jax.device_count()} local_devices={jax.local_device_count()} "
+        f"mesh={dict(setup.mesh.shape)} task={cfg.data.task_name}",
+        flush=True,
+    )
     state = setup.init(jax.random.PRNGKey(cfg.seed))
 
     # --- restore: own checkpoint, else init_from (params only), else fresh ------------------
