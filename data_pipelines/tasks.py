@@ -1,0 +1,248 @@
+"""SeqIO tasks `bert_pretrain` and `sst2`, their option variants, and `get_dataset`.
+
+Sequence length: sst2 takes it from seqio's `sequence_length` (truncate + pad in a preprocessor);
+bert_pretrain bakes it into `PretrainOptions` because sentence pairs are built to a target length
+before any preprocessor runs, so `get_dataset` routes to the variant registered for that length.
+Determinism: sentence pairs are a function of (seed, split, options); masks come from seqio's
+per-example seeds (which `num_epochs` repetition makes new each epoch) mixed with the instance's
+global index, so the same (seed, shard) gives the same stream and shards never share randomness.
+Sharding: the data source takes the shard itself and yields every num_shards-th instance of a
+seed-shuffled global order, so shards are disjoint, balanced within one example, and together
+are exactly the unsharded data.
+"""
+
+import dataclasses
+import functools
+import hashlib
+
+import numpy as np
+import seqio
+import tensorflow as tf
+
+from data_pipelines import bert_pretrain, sst2, vocabularies
+from data_pipelines.bert_pretrain import PretrainOptions
+
+BASE_TASKS = ("bert_pretrain", "sst2")
+# Sources already permute examples globally by seed; this buffer only mixes across epoch
+# boundaries, and a larger one costs start-up time (it fills before the first example).
+SHUFFLE_BUFFER = 1024
+# task name -> (base, vocab spec, options); lets get_dataset find a task's variant family.
+_VARIANTS: dict[str, tuple[str, str, dict]] = {}
+
+
+class ShardedFunctionSource(seqio.FunctionDataSource):
+    """A FunctionDataSource whose dataset_fn gets the ShardInfo, so a host builds only its shard.
+
+    seqio's own FunctionDataSource refuses shard_info and shards the full example stream instead.
+    """
+
+    @property
+    def supports_arbitrary_sharding(self) -> bool:
+        return True
+
+    def get_dataset(self, split="train", shuffle=True, seed=None, shard_info=None, **unused):
+        return self._dataset_fn(
+            split=split, shuffle_files=shuffle, seed=seed, shard_info=shard_info
+        )
+
+
+# ---------------------------------------------------------------------------- bert_pretrain
+
+
+def _bert_source(split, shuffle_files, seed=None, shard_info=None, *, vocab_spec, options):
+    vocab = vocabularies.get_vocabulary(vocab_spec)
+    seed = 0 if seed is None else int(seed)
+    inst = bert_pretrain.build_instances(vocab, split, options, seed)
+    order = np.arange(len(inst))
+    if shuffle_files:
+        order = np.random.default_rng([seed & 0xFFFFFFFF, 0x0D0E]).permutation(order)
+    if shard_info is not None:
+        order = order[shard_info.index :: shard_info.num_shards]
+
+    def generate():
+        for i in order:
+            yield {
+                "input_ids": inst.input_ids[i],
+                "input_mask": inst.input_mask[i],
+                "segment_ids": inst.segment_ids[i],
+                "next_sentence_labels": inst.next_sentence_labels[i],
+                "instance_id": np.int64(i),
+            }
+
+    row = tf.TensorSpec([options.seq_len], tf.int32)
+    signature = {
+        "input_ids": row,
+        "input_mask": row,
+        "segment_ids": row,
+        "next_sentence_labels": tf.TensorSpec([], tf.int32),
+        "instance_id": tf.TensorSpec([], tf.int64),
+    }
+    return tf.data.Dataset.from_generator(generate, output_signature=signature)
+
+
+def make_masking_preprocessor(vocab_spec: str, options: PretrainOptions):
+    """Dynamic MLM masking; seqio hands each example (of each epoch) its own seed."""
+
+    @seqio.map_over_dataset(num_seeds=1)
+    def mask(ex, seed):
+        vocab = vocabularies.get_vocabulary(vocab_spec)
+        special = vocabularies.special_ids(vocab)
+        random_ids = bert_pretrain.random_token_ids(vocab)
+
+        def np_mask(input_ids, input_mask, seed, instance_id):
+            key = [int(s) & 0xFFFFFFFF for s in seed] + [int(instance_id)]
+            rng = np.random.default_rng(key)
+            out = bert_pretrain.mask_instance(
+                input_ids, input_mask, options, special, random_ids, rng
+            )
+            return (
+                out["input_ids"],
+                out["masked_lm_positions"],
+                out["masked_lm_ids"],
+                out["masked_lm_weights"],
+            )
+
+        ids, positions, lm_ids, weights = tf.numpy_function(
+            np_mask,
+            [ex["input_ids"], ex["input_mask"], seed, ex["instance_id"]],
+            [tf.int32, tf.int32, tf.int32, tf.float32],
+            stateful=False,
+        )
+        n = options.max_predictions
+        return {
+            "input_ids": tf.ensure_shape(ids, [options.seq_len]),
+            "input_mask": ex["input_mask"],
+            "segment_ids": ex["segment_ids"],
+            "masked_lm_positions": tf.ensure_shape(positions, [n]),
+            "masked_lm_ids": tf.ensure_shape(lm_ids, [n]),
+            "masked_lm_weights": tf.ensure_shape(weights, [n]),
+            "next_sentence_labels": ex["next_sentence_labels"],
+        }
+
+    return mask
+
+
+def _bert_features(vocab: seqio.Vocabulary, options: PretrainOptions) -> dict[str, seqio.Feature]:
+    def feature(v, dtype=tf.int32, rank=1):
+        return seqio.Feature(v, add_eos=False, dtype=dtype, rank=rank)
+
+    flags = seqio.PassThroughVocabulary(2)
+    return {
+        "input_ids": feature(vocab),
+        "input_mask": feature(flags),
+        "segment_ids": feature(flags),
+        "masked_lm_positions": feature(seqio.PassThroughVocabulary(options.seq_len)),
+        "masked_lm_ids": feature(vocab),
+        "masked_lm_weights": feature(seqio.PassThroughVocabulary(1), dtype=tf.float32),
+        "next_sentence_labels": feature(flags, rank=0),
+    }
+
+
+def _register_bert(name: str, vocab_spec: str, options: PretrainOptions) -> None:
+    seqio.TaskRegistry.add(
+        name,
+        source=ShardedFunctionSource(
+            functools.partial(_bert_source, vocab_spec=vocab_spec, options=options),
+            splits=("train", "validation"),
+        ),
+        preprocessors=[make_masking_preprocessor(vocab_spec, options)],
+        output_features=_bert_features(vocabularies.get_vocabulary(vocab_spec), options),
+        shuffle_buffer_size=SHUFFLE_BUFFER,
+    )
+
+
+# ---------------------------------------------------------------------------- sst2
+
+
+def _register_sst2(name: str, vocab_spec: str) -> None:
+    seqio.TaskRegistry.add(
+        name,
+        source=ShardedFunctionSource(sst2.source_dataset, splits=tuple(sst2.SPLIT_FILES)),
+        preprocessors=[sst2.make_classification_preprocessor(vocab_spec)],
+        output_features=sst2.output_features(vocabularies.get_vocabulary(vocab_spec)),
+        metric_fns=[sst2.accuracy],
+        shuffle_buffer_size=SHUFFLE_BUFFER,
+    )
+
+
+# ---------------------------------------------------------------------------- variants
+
+
+def get_task_name(base: str, vocab: str = vocabularies.DEFAULT_VOCAB, **options) -> str:
+    """Registers (once) the task for (base, vocab, options) and returns its name.
+
+    Defaults give the plain base name; anything else a deterministic `base__<hash>` name.
+    """
+    if base == "bert_pretrain":
+        opts = PretrainOptions(**options)
+        non_default = {
+            k: v for k, v in dataclasses.asdict(opts).items() if v != getattr(PretrainOptions(), k)
+        }
+    elif base == "sst2":
+        if options:
+            raise TypeError(f"sst2 takes no options, got {sorted(options)}")
+        opts, non_default = None, {}
+    else:
+        raise ValueError(f"unknown base task {base!r}; known: {BASE_TASKS}")
+    if vocab != vocabularies.DEFAULT_VOCAB:
+        non_default["vocab"] = vocab
+    if non_default:
+        digest = hashlib.sha256(repr(sorted(non_default.items())).encode()).hexdigest()[:10]
+        name = f"{base}__{digest}"
+    else:
+        name = base
+    # Only bert_uncased tasks are registered at import (its file is read lazily); an sp<N>
+    # vocabulary is trained here, when a variant using it is first asked for.
+    if name not in seqio.TaskRegistry.names():
+        if base == "bert_pretrain":
+            _register_bert(name, vocab, opts)
+        else:
+            _register_sst2(name, vocab)
+    _VARIANTS[name] = (base, vocab, dataclasses.asdict(opts) if opts else {})
+    return name
+
+
+def _sequence_lengths(task: seqio.Task, seq_len: int) -> dict[str, int]:
+    lengths = {k: seq_len for k, f in task.output_features.items() if f.rank == 1}
+    if task.name in _VARIANTS and _VARIANTS[task.name][0] == "bert_pretrain":
+        max_predictions = PretrainOptions(**_VARIANTS[task.name][2]).max_predictions
+        for k in ("masked_lm_positions", "masked_lm_ids", "masked_lm_weights"):
+            lengths[k] = max_predictions
+    return lengths
+
+
+def get_dataset(
+    task_name: str,
+    *,
+    split: str,
+    seq_len: int,
+    seed: int,
+    shuffle: bool,
+    shard_index: int = 0,
+    num_shards: int = 1,
+    num_epochs: int | None = None,
+) -> tf.data.Dataset:
+    """Unbatched fixed-shape examples of this process' shard, deterministic given (seed, shard).
+
+    num_epochs=None repeats forever; bert_pretrain masks are re-drawn every epoch.
+    """
+    if not 0 <= shard_index < num_shards:
+        raise ValueError(f"shard_index={shard_index} not in [0, num_shards={num_shards})")
+    if task_name in _VARIANTS and _VARIANTS[task_name][0] == "bert_pretrain":
+        base, vocab, options = _VARIANTS[task_name]
+        if options["seq_len"] != seq_len:
+            task_name = get_task_name(base, vocab, **{**options, "seq_len": seq_len})
+    task = seqio.get_mixture_or_task(task_name)
+    return task.get_dataset(
+        sequence_length=_sequence_lengths(task, seq_len),
+        split=split,
+        shuffle=shuffle,
+        seed=seed,
+        shard_info=seqio.ShardInfo(shard_index, num_shards) if num_shards > 1 else None,
+        num_epochs=num_epochs,
+        use_cached=False,
+    )
+
+
+for _base in BASE_TASKS:
+    get_task_name(_base)

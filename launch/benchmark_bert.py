@@ -1,0 +1,328 @@
+r"""BERT pretraining train-step benchmark: tlx vs HF PyTorch vs HF Flax (CPU or accelerator).
+
+  python launch/benchmark_bert.py [--sizes=mini,base] [--steps=10] [--warmup=2] \
+      [--peers=torch,flax] [--out=bench.json]
+
+Setups: BERT-mini (L4 H256 A4 I1024) seq 128 batch 32 and BERT-base (L12 H768 A12 I3072) seq 128
+batch 8, vocab 30522, synthetic batches (P = 20 masked positions for seq 128). Variants:
+  tlx      tlx recipe of google-research/bert: MLM head scores only the P masked positions
+  tlx_all  tlx with cfg.model.mlm_all_positions=True: MLM head scores all L positions (as HF)
+  torch    HF transformers BertForPreTraining (PyTorch, labels -100 off the masked positions)
+  flax     HF transformers FlaxBertForPreTraining (jitted fwd+bwd+update, donated state)
+Every variant times a full train step (forward, backward, AdamW update with clipping to global
+norm 1), dropout 0.1 on. After `--warmup` steps, `--steps` steps are timed one by one (blocking on
+the results) and the median is reported. Each variant runs in its own child process (`--only=...`)
+so that torch / OpenBLAS threads never compete with XLA's.
+
+FLOPs (model FLOPs, analytic; D hidden, I intermediate, N layers, V vocab, B batch, L seq len):
+  train = 3 x forward (backward = 2 x forward)
+  forward = 2 x (4 D^2 + 2 D I) x N x B L          (QKV + output projection + MLP per token)
+          + 2 x 2 x L^2 x D x N x B                (attention scores QK^T and context AV)
+          + (2 D^2 + 2 D V) x S                    (MLM transform + tied decoder, S scored rows)
+          + (2 D^2 + 2 x 2 D) x B                  (pooler + NSP classifier)
+  S = B x P for `tlx` (masked positions only) and B x L for `tlx_all`, `torch` and `flax`.
+Embedding lookups, softmax, LayerNorm, GELU and the optimizer are not counted. MFU = model FLOP/s
+over the fp32 matmul peak measured in the same run (jitted jnp.dot of two N x N float32 matrices,
+median over repeats); torch.mm's peak is measured and reported too, but the JAX one is the
+denominator for every variant.
+"""
+
+import argparse
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+SETUPS = {"mini": dict(seq=128, batch=32), "base": dict(seq=128, batch=8)}
+SIZES = {"tiny": (2, 128, 2, 512), "mini": (4, 256, 4, 1024), "small": (4, 512, 8, 2048),
+         "base": (12, 768, 12, 3072), "large": (24, 1024, 16, 4096)}  # fmt: skip
+VOCAB = 30522
+LR, WD, EPS, CLIP = 1e-4, 0.01, 1e-6, 1.0
+MARK = "BENCH_JSON "
+FLOP_DOC = __doc__[__doc__.index("FLOPs (") : __doc__.index("MFU = ")].strip()
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def num_predictions(seq: int) -> int:
+    return 20 if seq == 128 else max(1, round(0.15 * seq))
+
+
+def train_flops(size: str, batch: int, seq: int, scored_per_seq: int) -> float:
+    n, d, _, inter = SIZES[size]
+    tokens = batch * seq
+    fwd = 2 * (4 * d * d + 2 * d * inter) * n * tokens
+    fwd += 2 * 2 * seq * seq * d * n * batch
+    fwd += (2 * d * d + 2 * d * VOCAB) * scored_per_seq * batch
+    fwd += (2 * d * d + 2 * 2 * d) * batch
+    return 3.0 * fwd
+
+
+def synthetic_batch(batch: int, seq: int, seed: int = 0) -> dict:
+    """[CLS] A [SEP] B [SEP], ids from the wordpiece range, P distinct [MASK]ed positions."""
+    rng = np.random.default_rng(seed)
+    p = num_predictions(seq)
+    ids = rng.integers(1996, VOCAB, (batch, seq), dtype=np.int32)
+    mid = seq // 2
+    ids[:, 0], ids[:, mid - 1], ids[:, -1] = 101, 102, 102
+    segment = np.zeros((batch, seq), np.int32)
+    segment[:, mid:] = 1
+    candidates = np.setdiff1d(np.arange(1, seq - 1), [mid - 1])
+    positions = np.stack([np.sort(rng.choice(candidates, p, replace=False)) for _ in range(batch)])
+    rows = np.arange(batch)[:, None]
+    labels = ids[rows, positions].astype(np.int32)
+    ids[rows, positions] = 103  # [MASK]
+    return dict(input_ids=ids, input_mask=np.ones_like(ids), segment_ids=segment,
+                masked_lm_positions=positions.astype(np.int32), masked_lm_ids=labels,
+                masked_lm_weights=np.ones((batch, p), np.float32),
+                next_sentence_labels=rng.integers(0, 2, (batch,), dtype=np.int32),
+                example_weight=np.ones((batch,), np.float32))  # fmt: skip
+
+
+def time_steps(step, warmup: int, steps: int) -> list[float]:
+    """Runs `warmup` untimed calls, then returns the wall time of each of `steps` calls."""
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def peak(lib: str, n: int, repeats: int) -> dict:
+    """fp32 n x n matmul throughput, median over repeats, in GFLOP/s."""
+    if lib == "jax":
+        import jax
+
+        a = b = jax.random.normal(jax.random.PRNGKey(0), (n, n), "float32")
+        dot = jax.jit(lambda x, y: x @ y)
+        mm = lambda: jax.block_until_ready(dot(a, b))
+    else:
+        import torch
+
+        torch.set_num_threads(os.cpu_count())
+        a = b = torch.randn(n, n)
+        mm = lambda: torch.mm(a, b)
+    times = time_steps(mm, 2, repeats)
+    return dict(variant=f"peak_{lib}", gflops=2 * n**3 / statistics.median(times) / 1e9)
+
+
+def bench_tlx(size: str, batch: dict, all_positions: bool, warmup: int, steps: int) -> list:
+    import jax
+
+    from configs.bert import pretrain
+    from tlx import train
+
+    cfg = pretrain.get_config(f"size={size}")
+    cfg.unlock()
+    cfg.train.batch_size, cfg.data.seq_len = batch["input_ids"].shape
+    cfg.model.mlm_all_positions = all_positions
+    cfg.optim.lr, cfg.optim.warmup_fraction, cfg.train.steps = LR, 0.0, 1_000_000
+    setup = train.build(cfg, batch)
+    state = setup.init(jax.random.PRNGKey(0))
+    device_batch = {k: jax.device_put(v, setup.batch_sharding) for k, v in batch.items()}
+    holder = [state]
+
+    def step():
+        holder[0], metrics = setup.train_step(holder[0], device_batch)
+        jax.block_until_ready((holder[0], metrics))
+
+    return time_steps(step, warmup, steps)
+
+
+def hf_config(size: str):
+    from transformers import BertConfig
+
+    n, d, heads, inter = SIZES[size]
+    return BertConfig(vocab_size=VOCAB, hidden_size=d, num_hidden_layers=n,
+                      num_attention_heads=heads, intermediate_size=inter,
+                      hidden_act="gelu_new", layer_norm_eps=1e-12)  # fmt: skip
+
+
+def mlm_labels(batch: dict) -> np.ndarray:
+    labels = np.full(batch["input_ids"].shape, -100, np.int64)
+    rows = np.arange(labels.shape[0])[:, None]
+    labels[rows, batch["masked_lm_positions"]] = batch["masked_lm_ids"]
+    return labels
+
+
+def bench_torch(size: str, batch: dict, warmup: int, steps: int) -> list:
+    import torch
+    from transformers import BertForPreTraining
+
+    torch.set_num_threads(os.cpu_count())
+    torch.manual_seed(0)
+    model = BertForPreTraining(hf_config(size)).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WD, eps=EPS)
+    names = dict(input_ids="input_ids", attention_mask="input_mask", token_type_ids="segment_ids",
+                 next_sentence_label="next_sentence_labels")  # fmt: skip
+    inputs = {k: torch.from_numpy(batch[v]).long() for k, v in names.items()}
+    inputs["labels"] = torch.from_numpy(mlm_labels(batch))
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        model(**inputs).loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
+        opt.step()
+
+    return time_steps(step, warmup, steps)
+
+
+def bench_flax(size: str, batch: dict, warmup: int, steps: int) -> list:
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from transformers import FlaxBertForPreTraining
+
+    model = FlaxBertForPreTraining(hf_config(size), seed=0, dtype=jnp.float32)
+    tx = optax.chain(optax.clip_by_global_norm(CLIP), optax.adamw(LR, eps=EPS, weight_decay=WD))
+    labels = mlm_labels(batch)
+    b = dict(ids=batch["input_ids"], mask=batch["input_mask"], seg=batch["segment_ids"],
+             labels=np.maximum(labels, 0).astype(np.int32), weights=(labels >= 0) * 1.0,
+             nsp=batch["next_sentence_labels"])  # fmt: skip
+    b = jax.tree.map(jnp.asarray, b)
+
+    def loss_fn(params, rng, b):
+        out = model(b["ids"], b["mask"], b["seg"], params=params, dropout_rng=rng, train=True)
+        xent = optax.softmax_cross_entropy_with_integer_labels(out.prediction_logits, b["labels"])
+        mlm = (xent * b["weights"]).sum() / b["weights"].sum()
+        nsp = optax.softmax_cross_entropy_with_integer_labels(out.seq_relationship_logits, b["nsp"])
+        return mlm + nsp.mean()
+
+    def train_step(params, opt_state, rng, b):
+        rng, sub = jax.random.split(rng)
+        loss, grads = jax.value_and_grad(loss_fn)(params, sub, b)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, rng, loss
+
+    train_step = jax.jit(train_step, donate_argnums=(0, 1, 2))
+    params = jax.tree.map(jnp.asarray, model.params)
+    holder = [(params, tx.init(params), jax.random.PRNGKey(0))]
+
+    def step():
+        *state, loss = train_step(*holder[0], b)
+        holder[0] = tuple(state)
+        jax.block_until_ready((holder[0], loss))
+
+    return time_steps(step, warmup, steps)
+
+
+def run_child(args) -> dict:
+    """--only mode: one measurement, printed as one JSON line."""
+    if args.only.startswith("peak_"):
+        return peak(args.only[5:], args.peak_n, args.peak_repeats)
+    size = args.sizes
+    batch = synthetic_batch(SETUPS[size]["batch"], SETUPS[size]["seq"])
+    if args.only in ("tlx", "tlx_all"):
+        times = bench_tlx(size, batch, args.only == "tlx_all", args.warmup, args.steps)
+    elif args.only == "torch":
+        times = bench_torch(size, batch, args.warmup, args.steps)
+    else:
+        times = bench_flax(size, batch, args.warmup, args.steps)
+    return dict(variant=args.only, size=size, times_s=times)
+
+
+def spawn(args, only: str, size: str = "") -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), f"--only={only}", f"--sizes={size}",
+           f"--steps={args.steps}", f"--warmup={args.warmup}", f"--peak_n={args.peak_n}",
+           f"--peak_repeats={args.peak_repeats}"]  # fmt: skip
+    path = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
+    env = dict(os.environ, PYTHONPATH=path)
+    env.update({"torch": {"USE_FLAX": "0", "USE_JAX": "0"}}.get(only, {"USE_TORCH": "0"}))
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(MARK)]
+    if proc.returncode or not lines:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        print(f"  {only} {size}: FAILED (rc={proc.returncode}): {' | '.join(tail)}", flush=True)
+        return dict(variant=only, size=size, error="\n".join(tail))
+    return json.loads(lines[-1][len(MARK) :])
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", default="mini,base")
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--peers", default="torch,flax")
+    ap.add_argument("--out", default="")
+    ap.add_argument("--peak_n", type=int, default=2048)
+    ap.add_argument("--peak_repeats", type=int, default=10)
+    ap.add_argument("--only", default="", help="internal: run one measurement in this process")
+    args = ap.parse_args(argv)
+    if args.only:
+        print(MARK + json.dumps(run_child(args)), flush=True)
+        return
+    peers = [p for p in args.peers.split(",") if p in ("torch", "flax")]
+    missing = [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is None]
+    if missing and peers:
+        keep = [p for p in peers if p == "flax" and "transformers" not in missing]
+        skipped = sorted(set(peers) - set(keep))
+        print(f"{missing} not importable: skipping peers {skipped} (pip install -e '.[peers]')")
+        peers = keep
+    sizes = [s for s in args.sizes.split(",") if s]
+    if set(sizes) - set(SETUPS):
+        raise SystemExit(f"unknown sizes {set(sizes) - set(SETUPS)}; expected {sorted(SETUPS)}")
+
+    peak_gflops = spawn(args, "peak_jax").get("gflops", float("nan"))
+    peak_t = spawn(args, "peak_torch") if "torch" in peers else {}
+    print(f"fp32 matmul peak ({args.peak_n}^2): jax {peak_gflops:.1f} GFLOP/s, "
+          f"torch {peak_t.get('gflops', float('nan')):.1f} GFLOP/s (MFU uses jax)")  # fmt: skip
+    results = []
+    for size in sizes:
+        b, seq = SETUPS[size]["batch"], SETUPS[size]["seq"]
+        for variant in ["tlx", "tlx_all", *peers]:
+            r = spawn(args, variant, size)
+            r.update(batch=b, seq=seq)
+            r["scored_mlm_positions"] = num_predictions(seq) if variant == "tlx" else seq
+            r["train_flops"] = train_flops(size, b, seq, r["scored_mlm_positions"])
+            if "times_s" in r:
+                med = statistics.median(r["times_s"])
+                r.update(median_step_s=med, tokens_per_s=b * seq / med,
+                         tflops=r["train_flops"] / med / 1e12,
+                         mfu=r["train_flops"] / med / (peak_gflops * 1e9))  # fmt: skip
+            results.append(r)
+
+    print(f"\n{'size':5} {'variant':8} {'step ms':>9} {'tokens/s':>9} {'TFLOP/s':>8} {'MFU':>6}")
+    for r in results:
+        if "median_step_s" in r:
+            print(f"{r['size']:5} {r['variant']:8} {r['median_step_s'] * 1e3:9.1f} "
+                  f"{r['tokens_per_s']:9.0f} {r['tflops']:8.4f} {r['mfu']:6.1%}")  # fmt: skip
+        else:
+            print(f"{r['size']:5} {r['variant']:8} failed")
+    ratios = {}
+    for size in sizes:
+        by = {r["variant"]: r for r in results if r["size"] == size and "median_step_s" in r}
+        done = [p for p in peers if p in by]
+        best = min(done, key=lambda p: by[p]["median_step_s"]) if done else None
+        for v in ("tlx", "tlx_all") if best else ():
+            if v in by:
+                ratio = by[best]["median_step_s"] / by[v]["median_step_s"]
+                ratios[f"{size}/{v}_vs_{best}"] = ratio
+                print(f"{size}: {v} speedup over best peer ({best}): {ratio:.2f}x (tokens/s ratio)")
+    with open("/proc/cpuinfo") as f:
+        cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
+    pkgs = [p for p in ("jax", "jaxlib", "flax", "optax", "torch", "transformers")
+            if importlib.util.find_spec(p)]  # fmt: skip
+    meta = dict(cpu=cpu or platform.processor(), cores=os.cpu_count(),
+                python=platform.python_version(), peak_gflops_jax=peak_gflops,
+                versions={p: importlib.metadata.version(p) for p in pkgs},
+                peak_gflops_torch=peak_t.get("gflops"), peak_matmul_n=args.peak_n,
+                steps=args.steps, warmup=args.warmup,
+                flop_formula=FLOP_DOC)  # fmt: skip
+    print(f"\n{meta['cpu']} ({meta['cores']} cores); versions {meta['versions']}")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(dict(meta=meta, results=results, ratios=ratios), f, indent=2)
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

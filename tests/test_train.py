@@ -1,0 +1,134 @@
+"""The training loop end to end on the real corpus: metrics, checkpoints, transfer, failures."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from configs.bert import finetune, pretrain
+from tlx import checkpoint, train
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _cfg(module, arg, **overrides):
+    cfg = module.get_config(arg)
+    cfg.unlock()
+    for key, value in overrides.items():
+        node = cfg
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("pretrain")
+    cfg = _cfg(pretrain, "size=tiny,runlocal")
+    final = train.train_and_evaluate(cfg, str(workdir))
+    return workdir, final
+
+
+def _params_at(workdir, step):
+    mngr = ocp.CheckpointManager(
+        str(pathlib.Path(workdir) / "checkpoints"),
+        item_handlers={"params": ocp.StandardCheckpointHandler()},
+    )
+    return mngr.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore()))["params"]
+
+
+def test_pretrain_writes_metrics_tensorboard_and_checkpoints(pretrained):
+    workdir, final = pretrained
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if "loss" in r]
+    assert [r["step"] for r in train_rows] == [2, 4]
+    for key in ("mlm_loss", "mlm_accuracy", "nsp_loss", "nsp_accuracy", "lr", "tokens_per_sec"):
+        assert np.isfinite(train_rows[-1][key]), key
+    assert any("eval/mlm_accuracy" in r for r in rows)
+    assert 0.0 <= final["eval/nsp_accuracy"] <= 1.0
+    assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == [
+        2,
+        4,
+    ]
+    assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_finetune_loads_encoder_and_freezing_keeps_it(pretrained, tmp_path):
+    pre_dir, _ = pretrained
+    cfg = _cfg(
+        finetune,
+        "task=sst2,size=tiny,runlocal",
+        **{"transfer.init_from": str(pre_dir), "optim.frozen": ["encoder/.*"]},
+    )
+    final = train.train_and_evaluate(cfg, str(tmp_path))
+    assert 0.0 <= final["eval/accuracy"] <= 1.0
+    before, after = _params_at(pre_dir, 4), _params_at(tmp_path, 4)
+    jax.tree.map(np.testing.assert_array_equal, before["encoder"], after["encoder"])
+    assert "mlm_head" not in after and "classifier" in after
+
+
+def test_finetune_size_mismatch_names_the_parameter(pretrained, tmp_path):
+    pre_dir, _ = pretrained
+    cfg = _cfg(finetune, "task=sst2,size=mini,runlocal", **{"transfer.init_from": str(pre_dir)})
+    with pytest.raises(checkpoint.TransferError, match="encoder/layers/layer_0/.*shape"):
+        train.train_and_evaluate(cfg, str(tmp_path))
+
+
+def test_nan_loss_stops_and_keeps_the_last_checkpoint(tmp_path):
+    cfg = _cfg(pretrain, "size=tiny,runlocal", **{"train.steps": 2})
+    train.train_and_evaluate(cfg, str(tmp_path))
+    cfg = _cfg(pretrain, "size=tiny,runlocal", **{"optim.lr": float("nan")})
+    with pytest.raises(FloatingPointError, match="Last good checkpoint: step 2"):
+        train.train_and_evaluate(cfg, str(tmp_path))
+    steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+    assert steps == [2]
+    params = _params_at(tmp_path, 2)
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
+
+
+def _cli(workdir, *flags, env=None, check=True):
+    cmd = [
+        sys.executable,
+        "-m",
+        "tlx.train",
+        "--config=configs/bert/pretrain.py:size=tiny,runlocal",
+        f"--workdir={workdir}",
+        *flags,
+    ]
+    run_env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "", **(env or {})}
+    proc = subprocess.run(cmd, cwd=REPO, env=run_env, capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{cmd} failed:\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def test_resume_after_kill_matches_uninterrupted(tmp_path):
+    flags = [
+        "--config.train.steps=20",
+        "--config.checkpoint.every=10",
+        "--config.train.log_every=5",
+    ]
+    _cli(tmp_path / "straight", *flags)
+    killed = _cli(
+        tmp_path / "resumed", *flags, env={"TLX_FAULT_KILL_AFTER_STEP": "10"}, check=False
+    )
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert not (tmp_path / "resumed" / "checkpoints" / "20").exists()
+    resumed = _cli(tmp_path / "resumed", *flags)
+    assert "resumed from" in resumed.stdout
+    a, b = _params_at(tmp_path / "straight", 20), _params_at(tmp_path / "resumed", 20)
+    jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+def test_unknown_config_key_is_rejected(tmp_path):
+    proc = _cli(tmp_path, "--config.train.stepz=3", check=False)
+    assert proc.returncode != 0
+    assert "stepz" in proc.stderr
