@@ -62,15 +62,18 @@ class WordPieceVocabulary(seqio.Vocabulary):
 
     @functools.cached_property
     def _tokenizer(self) -> tf_text.BertTokenizer:
-        table = tf.lookup.StaticVocabularyTable(
-            tf.lookup.KeyValueTensorInitializer(
-                tf.constant(self.tokens), tf.range(len(self.tokens), dtype=tf.int64)
-            ),
-            num_oov_buckets=1,
-        )
-        return tf_text.BertTokenizer(
-            table, lower_case=self._lower_case, token_out_type=tf.int64, unknown_token="[UNK]"
-        )
+        # First use may happen while tf.data traces a map function; init_scope builds the
+        # lookup table eagerly so later eager calls and other graphs can share it.
+        with tf.init_scope():
+            table = tf.lookup.StaticVocabularyTable(
+                tf.lookup.KeyValueTensorInitializer(
+                    tf.constant(self.tokens), tf.range(len(self.tokens), dtype=tf.int64)
+                ),
+                num_oov_buckets=1,
+            )
+            return tf_text.BertTokenizer(
+                table, lower_case=self._lower_case, token_out_type=tf.int64, unknown_token="[UNK]"
+            )
 
     @property
     def eos_id(self) -> int | None:

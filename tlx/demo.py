@@ -36,6 +36,7 @@ def _run(cfg, workdir: str, name: str) -> tuple[dict, float]:
 
 def main(argv) -> None:
     del argv
+    train.quiet_logs()
     root = os.path.abspath(FLAGS.workdir)
     vocab = f"sp{FLAGS.vocab_size}"
     print(f"=== vocabulary: {vocabularies.get_vocabulary(vocab)} ===", flush=True)

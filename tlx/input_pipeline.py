@@ -60,6 +60,16 @@ def train_batches(cfg, global_batch: int, start_batch: int = 0) -> Iterator[dict
         yield batch
 
 
+def example_batch(cfg, global_batch: int) -> dict[str, np.ndarray]:
+    """Zeros shaped like one local training batch, from the dataset's spec (reads no data)."""
+    shards, num_shards, per_shard = _shard_plan(cfg, global_batch)
+    spec = _dataset(cfg, "train", cfg.seed, shards[0], num_shards, True, False).element_spec
+    local = per_shard * len(shards)
+    batch = {k: np.zeros((local, *s.shape), s.dtype.as_numpy_dtype) for k, s in spec.items()}
+    batch["example_weight"] = np.ones((local,), np.float32)
+    return batch
+
+
 def _padded(it, per_shard: int, spec) -> Iterator[dict[str, np.ndarray]]:
     """Fixed-size batches from a finite stream; after it ends, all-padding batches forever."""
     while True:

@@ -215,11 +215,9 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(cfg.to_json_best_effort(indent=2))
     global_batch, total_steps = cfg.train.batch_size, cfg.train.steps
-    per_process = global_batch // jax.process_count()
 
     # --- model, optimizer, mesh, shardings ---------------------------------------------------
-    probe = next(input_pipeline.train_batches(cfg, global_batch))
-    setup = build(cfg, {k: v[:per_process] for k, v in probe.items()})
+    setup = build(cfg, input_pipeline.example_batch(cfg, global_batch))
     print(
         f"process_index={jax.process_index()} process_count={jax.process_count()} "
         f"devices={jax.device_count()} local_devices={jax.local_device_count()} "
@@ -282,6 +280,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str
         if due_log:
             dt = time.time() - t0
             summary["steps_per_sec"] = len(window) / dt
+            summary["step_time"] = dt / len(window)
             summary["tokens_per_sec"] = len(window) * tokens_per_step / dt
             log.write(step, summary)
             log.progress(step, summary)
@@ -301,6 +300,8 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str
             if os.environ.get("TLX_FAULT_KILL_AFTER_STEP"):
                 mngr.wait_until_finished()
                 _kill_for_test(step)
+    if not last_eval:  # resumed at the final step: still report the final evaluation
+        last_eval = evaluate(setup, cfg, state.params, global_batch)
     mngr.wait_until_finished()
     mngr.close()
     log.close()
@@ -311,10 +312,19 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str
     return final
 
 
+def quiet_logs() -> None:
+    """Library INFO logs (Orbax, clu, SeqIO) drown the progress line; --verbosity=0 restores."""
+    from absl import flags, logging
+
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+
+
 def main(argv) -> None:
     del argv
     from absl import flags
 
+    quiet_logs()
     train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
 
 
