@@ -22,8 +22,8 @@ from tlx import train
 flags.DEFINE_string("workdir", "runs/demo", "Directory for the demo's runs.")
 flags.DEFINE_string("size", "mini", "BERT size for both pretraining and finetuning.")
 flags.DEFINE_integer("vocab_size", 8000, "SentencePiece vocabulary trained on the corpus.")
-flags.DEFINE_integer("pretrain_steps", 500, "Pretraining steps (batch 32, seq 128).")
-flags.DEFINE_integer("finetune_steps", 400, "SST-2 finetuning steps (batch 32, seq 64).")
+flags.DEFINE_integer("pretrain_steps", 250, "Pretraining steps (batch 32, seq 128).")
+flags.DEFINE_integer("finetune_steps", 250, "SST-2 finetuning steps (batch 32, seq 64).")
 FLAGS = flags.FLAGS
 
 

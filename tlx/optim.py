@@ -71,5 +71,7 @@ def make_optimizer(cfg: ml_collections.ConfigDict, params, total_steps: int):
             mask=lambda tree: jax.tree.map(_decays, tree_paths(tree)),
         ),
     )
+    if not frozen:
+        return train, schedule
     tx = optax.multi_transform({"train": train, "frozen": optax.set_to_zero()}, labels)
     return tx, schedule
