@@ -40,8 +40,9 @@ def get_config(arg=None):
     c.train.log_every = 25
     c.train.eval_every = 200
     c.train.eval_steps = 10
-    # Small BERTs tolerate (and in short budgets need) a larger peak LR than base/large's 1e-4.
-    c.optim.lr = 1e-3 if args.size in ("tiny", "mini", "small") else 1e-4
+    # Small BERTs take a larger peak LR than base/large's 1e-4 (1e-3 was worse than 5e-4 for
+    # BERT-mini in the 250-step demo: eval MLM accuracy 0.027 vs 0.073).
+    c.optim.lr = 5e-4 if args.size in ("tiny", "mini", "small") else 1e-4
     c.optim.warmup_fraction = 0.1
     c.checkpoint.every = 200
     if args.runlocal:
