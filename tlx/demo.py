@@ -42,22 +42,19 @@ def main(argv) -> None:
     print(f"=== vocabulary: {vocabularies.get_vocabulary(vocab)} ===", flush=True)
     vocab_len = vocabularies.get_vocabulary(vocab).vocab_size
 
-    pre = pretrain.get_config(f"size={FLAGS.size}")
-    pre.unlock()
-    pre.data.vocab, pre.model.vocab_size = vocab, vocab_len
-    pre.train.steps = FLAGS.pretrain_steps
-    pre.train.eval_every = FLAGS.pretrain_steps
-    pre.checkpoint.every = FLAGS.pretrain_steps
+    def config(module, arg: str, steps: int):
+        cfg = module.get_config(arg)
+        cfg.unlock()
+        cfg.data.vocab, cfg.model.vocab_size = vocab, vocab_len
+        cfg.train.steps = cfg.train.eval_every = cfg.checkpoint.every = steps
+        return cfg
+
+    pre = config(pretrain, f"size={FLAGS.size}", FLAGS.pretrain_steps)
     pre_final, pre_time = _run(pre, os.path.join(root, "pretrain"), "pretrain BERT")
 
     results = {}
     for name, init_from in (("pretrained", os.path.join(root, "pretrain")), ("scratch", "")):
-        ft = finetune.get_config(f"task=sst2,size={FLAGS.size}")
-        ft.unlock()
-        ft.data.vocab, ft.model.vocab_size = vocab, vocab_len
-        ft.train.steps = FLAGS.finetune_steps
-        ft.train.eval_every = FLAGS.finetune_steps
-        ft.checkpoint.every = FLAGS.finetune_steps
+        ft = config(finetune, f"task=sst2,size={FLAGS.size}", FLAGS.finetune_steps)
         ft.transfer.init_from = init_from
         results[name] = _run(ft, os.path.join(root, f"sst2_{name}"), f"SST-2 from {name}")
 
