@@ -21,7 +21,12 @@ from tlx import train
 
 flags.DEFINE_string("workdir", "runs/demo", "Directory for the demo's runs.")
 flags.DEFINE_string("size", "mini", "BERT size for both pretraining and finetuning.")
-flags.DEFINE_integer("vocab_size", 8000, "SentencePiece vocabulary trained on the corpus.")
+flags.DEFINE_string(
+    "vocab",
+    "sp8000",
+    "Vocabulary spec: spN trains a SentencePiece model of N "
+    "pieces on the corpus (cached); bert_uncased is the standard BERT WordPiece.",
+)
 flags.DEFINE_integer("pretrain_steps", 250, "Pretraining steps (batch 32, seq 128).")
 flags.DEFINE_integer("finetune_steps", 250, "SST-2 finetuning steps (batch 32, seq 64).")
 FLAGS = flags.FLAGS
@@ -38,7 +43,7 @@ def main(argv) -> None:
     del argv
     train.quiet_logs()
     root = os.path.abspath(FLAGS.workdir)
-    vocab = f"sp{FLAGS.vocab_size}"
+    vocab = FLAGS.vocab
     print(f"=== vocabulary: {vocabularies.get_vocabulary(vocab)} ===", flush=True)
     vocab_len = vocabularies.get_vocabulary(vocab).vocab_size
 
