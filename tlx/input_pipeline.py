@@ -7,6 +7,7 @@ concatenation of one sub-batch per shard. So a run's global batches are a functi
 1 process x 2 shards see identical data.
 """
 
+import functools
 import math
 from collections.abc import Iterator
 
@@ -72,19 +73,24 @@ def example_batch(cfg, global_batch: int) -> dict[str, np.ndarray]:
 
 def _padded(it, per_shard: int, spec) -> Iterator[dict[str, np.ndarray]]:
     """Fixed-size batches from a finite stream; after it ends, all-padding batches forever."""
+    zeros = {k: np.zeros(s.shape, s.dtype.as_numpy_dtype) for k, s in spec.items()}
     while True:
-        rows = [x for _, x in zip(range(per_shard), it, strict=False)]
-        n = len(rows)
-        batch = {
-            k: np.stack(
-                [r[k] for r in rows] + [np.zeros(s.shape, s.dtype.as_numpy_dtype)] * (per_shard - n)
-            )
-            if n
-            else np.zeros((per_shard, *s.shape), s.dtype.as_numpy_dtype)
-            for k, s in spec.items()
-        }
-        batch["example_weight"] = (np.arange(per_shard) < n).astype(np.float32)
+        rows = [x for _, x in zip(range(per_shard), it)]
+        rows += [zeros] * (per_shard - len(rows))
+        batch = {k: np.stack([r[k] for r in rows]) for k in spec}
+        batch["example_weight"] = np.array([r is not zeros for r in rows], np.float32)
         yield batch
+
+
+@functools.cache
+def _local_split_size(task_name, split, seq_len, seed, shards: tuple[int, ...], num_shards) -> int:
+    """Largest of this process's shard sizes; counted once per run, not at every evaluation."""
+    return max(
+        sum(1 for _ in data_pipelines.get_dataset(
+            task_name, split=split, seq_len=seq_len, seed=seed, shuffle=False, shard_index=s,
+            num_shards=num_shards, num_epochs=1))
+        for s in shards
+    )  # fmt: skip
 
 
 def eval_batches(cfg, global_batch: int, split: str) -> tuple[Iterator[dict], int]:
@@ -97,7 +103,9 @@ def eval_batches(cfg, global_batch: int, split: str) -> tuple[Iterator[dict], in
     ]
     steps = cfg.train.eval_steps
     if steps < 0:
-        local = max(sum(1 for _ in p) for p in parts)
+        local = _local_split_size(
+            cfg.data.task_name, split, cfg.data.seq_len, cfg.seed, tuple(shards), num_shards
+        )
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
 
