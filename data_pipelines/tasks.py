@@ -1,6 +1,7 @@
-"""SeqIO tasks `bert_pretrain` and `sst2`, their option variants, and `get_dataset`.
+"""SeqIO tasks: `bert_pretrain`, the downstream tasks, their variants, and `get_dataset`.
 
-Sequence length: sst2 takes it from seqio's `sequence_length` (truncate + pad in a preprocessor);
+Sequence length: downstream tasks take it from seqio's `sequence_length` (truncate + pad in a
+preprocessor);
 bert_pretrain bakes it into `PretrainOptions` because sentence pairs are built to a target length
 before any preprocessor runs, so `get_dataset` routes to the variant registered for that length.
 Determinism: sentence pairs are a function of (seed, split, options); masks come from seqio's
@@ -19,31 +20,15 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from data_pipelines import bert_pretrain, sst2, vocabularies
+from data_pipelines import bert_pretrain, classification, sources, tagging, vocabularies  # noqa: F401
 from data_pipelines.bert_pretrain import PretrainOptions
+from data_pipelines.sources import DOWNSTREAM, ShardedFunctionSource, TaskInfo
 
-BASE_TASKS = ("bert_pretrain", "sst2")
 # Sources already permute examples globally by seed; this buffer only mixes across epoch
 # boundaries, and a larger one costs start-up time (it fills before the first example).
 SHUFFLE_BUFFER = 1024
 # task name -> (base, vocab spec, options); lets get_dataset find a task's variant family.
 _VARIANTS: dict[str, tuple[str, str, dict]] = {}
-
-
-class ShardedFunctionSource(seqio.FunctionDataSource):
-    """A FunctionDataSource whose dataset_fn gets the ShardInfo, so a host builds only its shard.
-
-    seqio's own FunctionDataSource refuses shard_info and shards the full example stream instead.
-    """
-
-    @property
-    def supports_arbitrary_sharding(self) -> bool:
-        return True
-
-    def get_dataset(self, split="train", shuffle=True, seed=None, shard_info=None, **unused):
-        return self._dataset_fn(
-            split=split, shuffle_files=shuffle, seed=seed, shard_info=shard_info
-        )
 
 
 # ---------------------------------------------------------------------------- bert_pretrain
@@ -151,21 +136,19 @@ def _register_bert(name: str, vocab_spec: str, options: PretrainOptions) -> None
     )
 
 
-# ---------------------------------------------------------------------------- sst2
-
-
-def _register_sst2(name: str, vocab_spec: str) -> None:
-    seqio.TaskRegistry.add(
-        name,
-        source=ShardedFunctionSource(sst2.source_dataset, splits=tuple(sst2.SPLIT_FILES)),
-        preprocessors=[sst2.make_classification_preprocessor(vocab_spec)],
-        output_features=sst2.output_features(vocabularies.get_vocabulary(vocab_spec)),
-        metric_fns=[sst2.accuracy],
-        shuffle_buffer_size=SHUFFLE_BUFFER,
-    )
-
-
 # ---------------------------------------------------------------------------- variants
+
+
+def downstream_info(name: str) -> TaskInfo:
+    """The TaskInfo of a downstream task, by base name or registered variant name."""
+    base = _VARIANTS.get(name, (name,))[0]
+    if base not in DOWNSTREAM:
+        raise ValueError(f"{name!r} is not a downstream task; known: {sorted(DOWNSTREAM)}")
+    return DOWNSTREAM[base][0]
+
+
+def base_tasks() -> tuple[str, ...]:
+    return ("bert_pretrain", *DOWNSTREAM)
 
 
 def get_task_name(base: str, vocab: str = vocabularies.DEFAULT_VOCAB, **options) -> str:
@@ -178,12 +161,12 @@ def get_task_name(base: str, vocab: str = vocabularies.DEFAULT_VOCAB, **options)
         non_default = {
             k: v for k, v in dataclasses.asdict(opts).items() if v != getattr(PretrainOptions(), k)
         }
-    elif base == "sst2":
+    elif base in DOWNSTREAM:
         if options:
-            raise TypeError(f"sst2 takes no options, got {sorted(options)}")
+            raise TypeError(f"{base} takes no data options, got {sorted(options)}")
         opts, non_default = None, {}
     else:
-        raise ValueError(f"unknown base task {base!r}; known: {BASE_TASKS}")
+        raise ValueError(f"unknown base task {base!r}; known: {base_tasks()}")
     if vocab != vocabularies.DEFAULT_VOCAB:
         non_default["vocab"] = vocab
     if non_default:
@@ -197,7 +180,7 @@ def get_task_name(base: str, vocab: str = vocabularies.DEFAULT_VOCAB, **options)
         if base == "bert_pretrain":
             _register_bert(name, vocab, opts)
         else:
-            _register_sst2(name, vocab)
+            DOWNSTREAM[base][1](name, vocab)
     _VARIANTS[name] = (base, vocab, dataclasses.asdict(opts) if opts else {})
     return name
 
@@ -244,5 +227,5 @@ def get_dataset(
     )
 
 
-for _base in BASE_TASKS:
+for _base in base_tasks():
     get_task_name(_base)

@@ -1,0 +1,1 @@
+"""Token tagging tasks (being written)."""
