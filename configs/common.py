@@ -27,7 +27,14 @@ def base_config() -> ml_collections.ConfigDict:
     c.mesh = ml_collections.ConfigDict({"data": -1, "model": 1})
     c.partition_rules = ()  # empty: tlx.partitioning.DEFAULT_RULES
     c.train = ml_collections.ConfigDict(
-        {"steps": 1000, "batch_size": 32, "log_every": 50, "eval_every": 500, "eval_steps": 20}
+        {
+            "steps": 1000,
+            "epochs": 0.0,  # > 0: steps from the train split's size (finetuning recipes)
+            "batch_size": 32,
+            "log_every": 50,
+            "eval_every": 500,  # <= 0: once per epoch (needs epochs > 0)
+            "eval_steps": 20,  # -1: the whole eval split
+        }
     )
     c.optim = ml_collections.ConfigDict(
         {

@@ -167,3 +167,61 @@ def load_pretrained(
     }
     leaves = [loaded[path_str(p)] for p, _ in jax.tree_util.tree_leaves_with_path(params)]
     return jax.tree.unflatten(jax.tree.structure(params), leaves), step
+
+
+# ---------------------------------------------------------------------------- best-dev params
+
+BEST_DIR = "best"
+
+
+def best_manager(workdir: str) -> ocp.CheckpointManager:
+    """`workdir/best`: the params (and metrics) of the best dev evaluation so far, one kept."""
+    return ocp.CheckpointManager(
+        os.path.abspath(os.path.join(workdir, BEST_DIR)),
+        options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True),
+        item_handlers={
+            "params": ocp.StandardCheckpointHandler(),
+            "meta": ocp.JsonCheckpointHandler(),
+        },
+    )
+
+
+def best_so_far(mngr: ocp.CheckpointManager) -> dict | None:
+    """The meta ({'step', 'metric', 'value', 'metrics'}) of the kept best checkpoint, if any."""
+    step = mngr.latest_step()
+    if step is None:
+        return None
+    return mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+
+
+def save_best(mngr: ocp.CheckpointManager, step: int, params, meta: dict) -> None:
+    mngr.save(
+        step,
+        args=ocp.args.Composite(params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta)),
+        force=True,
+    )
+    mngr.wait_until_finished()
+
+
+def restore_params(directory: str, abstract_params, shardings, step: int | None = None):
+    """(step, params) from a checkpoint directory (a run's `checkpoints/` or `best/`), placed
+    with `shardings`; raises FileNotFoundError naming the directory if it holds none."""
+    mngr = ocp.CheckpointManager(
+        os.path.abspath(directory),
+        options=ocp.CheckpointManagerOptions(create=False, read_only=True),
+        item_handlers={"params": ocp.StandardCheckpointHandler()},
+    )
+    step = mngr.latest_step() if step is None else step
+    if step is None or step not in mngr.all_steps():
+        raise FileNotFoundError(
+            f"no checkpoint {'' if step is None else f'at step {step} '}in {directory} "
+            f"(steps there: {list(mngr.all_steps())})"
+        )
+    restored = mngr.restore(
+        step,
+        args=ocp.args.Composite(
+            params=ocp.args.StandardRestore(_abstract(abstract_params, shardings))
+        ),
+    )
+    mngr.close()
+    return step, restored["params"]

@@ -51,6 +51,7 @@ def main(argv) -> None:
         cfg = module.get_config(arg)
         cfg.unlock()
         cfg.data.vocab, cfg.model.vocab_size = vocab, vocab_len
+        cfg.train.epochs = 0.0  # a fixed step budget, not the finetuning recipe's epochs
         cfg.train.steps = cfg.train.eval_every = cfg.checkpoint.every = steps
         return cfg
 
@@ -66,8 +67,8 @@ def main(argv) -> None:
     rows = [
         ("pretraining eval MLM accuracy", f"{pre_final['eval/mlm_accuracy']:.3f}"),
         ("pretraining eval NSP accuracy", f"{pre_final['eval/nsp_accuracy']:.3f}"),
-        ("SST-2 dev accuracy, pretrained", f"{results['pretrained'][0]['eval/accuracy']:.3f}"),
-        ("SST-2 dev accuracy, from scratch", f"{results['scratch'][0]['eval/accuracy']:.3f}"),
+        ("SST-2 dev accuracy %, pretrained", f"{results['pretrained'][0]['eval/accuracy']:.1f}"),
+        ("SST-2 dev accuracy %, from scratch", f"{results['scratch'][0]['eval/accuracy']:.1f}"),
         (
             "time: pretrain / finetune x2 (s)",
             f"{pre_time:.0f} / {results['pretrained'][1]:.0f} + {results['scratch'][1]:.0f}",

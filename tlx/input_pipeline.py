@@ -118,3 +118,8 @@ def eval_batches(cfg, global_batch: int, split: str) -> tuple[Iterator[dict], in
             yield {k: np.concatenate([s[k] for s in subs]) for k in subs[0]}
 
     return merged(), steps
+
+
+def split_size(cfg, split: str) -> int:
+    """Number of examples in a split of the run's task (all shards), counted once per run."""
+    return _local_split_size(cfg.data.task_name, split, cfg.data.seq_len, cfg.seed, (0,), 1)

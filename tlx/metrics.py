@@ -73,4 +73,6 @@ SHOWN = (
     "eval/mlm_accuracy",
     "eval/nsp_accuracy",
     "eval/accuracy",
+    "eval/f1",
+    "eval/token_accuracy",
 )

@@ -60,7 +60,20 @@ def classification(outputs: dict, batch: dict):
     return loss, {"loss": (xent, n), "accuracy": (correct, n)}
 
 
-OBJECTIVES: dict[str, Objective] = {"mlm_nsp": mlm_nsp, "classification": classification}
+def tagging(outputs: dict, batch: dict):
+    """Token cross-entropy of `logits` [B, L, C] against `labels` [B, L], counted only where
+    `label_weights` is set (each word's first sub-word piece); token accuracy alongside."""
+    weights = batch["label_weights"].astype(jnp.float32) * _example_weight(batch)[:, None]
+    xent, correct, n = _xent_sums(outputs["logits"], batch["labels"], weights)
+    loss = xent / jnp.maximum(n, 1e-8)
+    return loss, {"loss": (xent, n), "token_accuracy": (correct, n)}
+
+
+OBJECTIVES: dict[str, Objective] = {
+    "mlm_nsp": mlm_nsp,
+    "classification": classification,
+    "tagging": tagging,
+}
 
 
 def get(name: str) -> Objective:

@@ -13,6 +13,7 @@ import math
 import os
 import signal
 import time
+from collections.abc import Callable
 
 import flax
 import flax.linen as nn
@@ -23,7 +24,7 @@ import numpy as np
 import optax
 
 import data_pipelines
-from tlx import checkpoint, input_pipeline, models, objectives, optim, partitioning
+from tlx import checkpoint, evaluate, input_pipeline, models, objectives, optim, partitioning
 from tlx.metrics import MetricsLog, reduce
 
 
@@ -103,6 +104,7 @@ class Setup:
     train_step: callable  # jitted, donates the state
     eval_step: callable
     batch_sharding: jax.sharding.NamedSharding
+    predict_step: Callable | None = None  # downstream tasks: argmax + targets, replicated
 
 
 def build(cfg: ml_collections.ConfigDict, example_batch: dict, devices=None) -> Setup:
@@ -166,6 +168,16 @@ def build(cfg: ml_collections.ConfigDict, example_batch: dict, devices=None) -> 
             out_shardings=replicated,
         )
     )
+    info = evaluate.downstream(cfg.data.get("task_name", cfg.data.task))
+    predict_step = None
+    if info is not None:
+        predict_step = in_mesh(
+            jax.jit(
+                with_rules(evaluate.make_predict_step(model, info.kind)),
+                in_shardings=(state_shardings.params, batch_sharding),
+                out_shardings=replicated,
+            )
+        )
     return Setup(
         model,
         tx,
@@ -178,6 +190,7 @@ def build(cfg: ml_collections.ConfigDict, example_batch: dict, devices=None) -> 
         train_step,
         eval_step,
         batch_sharding,
+        predict_step,
     )
 
 
@@ -189,13 +202,50 @@ def _kill_for_test(step: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def evaluate(setup: Setup, cfg, params, global_batch: int) -> dict[str, float]:
-    batches, steps = input_pipeline.eval_batches(cfg, global_batch, cfg.data.eval_split)
-    window = []
-    for _, local in zip(range(steps), batches, strict=False):
-        batch = partitioning.global_batch(local, setup.batch_sharding)
-        window.append(setup.eval_step(params, batch))
-    return reduce(window)
+def _apply_epochs(cfg: ml_collections.ConfigDict) -> None:
+    """`train.epochs` > 0 (the BERT finetuning recipe): steps = epochs x train examples / batch,
+    and `train.eval_every` <= 0 means once per epoch."""
+    epochs = cfg.train.get("epochs", 0)
+    if epochs <= 0:
+        if cfg.train.eval_every <= 0:
+            raise ValueError("train.eval_every <= 0 (per epoch) needs train.epochs > 0")
+        return
+    n = input_pipeline.split_size(cfg, "train")
+    per_epoch = max(1, math.ceil(n / cfg.train.batch_size))
+    cfg.train.steps = max(1, round(epochs * n / cfg.train.batch_size))
+    if cfg.train.eval_every <= 0:
+        cfg.train.eval_every = per_epoch
+    print(
+        f"{cfg.data.task}: {n} training examples, {epochs:g} epochs = {cfg.train.steps} steps "
+        f"of {cfg.train.batch_size}; evaluating every {cfg.train.eval_every} steps",
+        flush=True,
+    )
+
+
+class BestTracker:
+    """Keeps the params of the best dev evaluation in `workdir/best` (finetuning runs)."""
+
+    def __init__(self, workdir: str, info):
+        self.metric = info.primary_metric if info is not None else None
+        self.mngr = checkpoint.best_manager(workdir) if self.metric else None
+        self.best = checkpoint.best_so_far(self.mngr) if self.mngr else None
+        self.workdir = workdir
+
+    def update(self, step: int, params, metrics: dict[str, float]) -> None:
+        if self.mngr is None:
+            return
+        value = metrics[self.metric]
+        if self.best is not None and not value > self.best["value"]:
+            return
+        self.best = {"step": step, "metric": self.metric, "value": value, "metrics": metrics}
+        checkpoint.save_best(self.mngr, step, params, self.best)
+        if jax.process_index() == 0:
+            with open(os.path.join(self.workdir, "best_metrics.json"), "w") as f:
+                json.dump(self.best, f, indent=2)
+
+    def close(self) -> None:
+        if self.mngr is not None:
+            self.mngr.close()
 
 
 def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
@@ -211,10 +261,12 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str
             f"model.vocab_size={cfg.model.vocab_size} but data.vocab={cfg.data.vocab!r} has "
             f"{vocab_size} entries; set --config.model.vocab_size={vocab_size}"
         )
+    _apply_epochs(cfg)
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(cfg.to_json_best_effort(indent=2))
     global_batch, total_steps = cfg.train.batch_size, cfg.train.steps
+    eval_split = cfg.data.eval_split
 
     # --- model, optimizer, mesh, shardings ---------------------------------------------------
     setup = build(cfg, input_pipeline.example_batch(cfg, global_batch))
@@ -258,6 +310,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str
 
     # --- train -------------------------------------------------------------------------------
     log = MetricsLog(workdir, total_steps)
+    best = BestTracker(workdir, evaluate.downstream(cfg.data.task_name))
     batches = input_pipeline.train_batches(cfg, global_batch, start_batch)
     tokens_per_step = global_batch * cfg.data.seq_len
     step = int(state.step)
@@ -286,9 +339,10 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str
             log.progress(step, summary)
             window, t0 = [], time.time()
         if step % cfg.train.eval_every == 0 or step == total_steps:
-            last_eval = evaluate(setup, cfg, state.params, global_batch)
+            last_eval = evaluate.score(setup, cfg, state.params, global_batch, eval_split)
             log.write(step, last_eval, prefix="eval/")
             log.progress(step, {f"eval/{k}": v for k, v in last_eval.items()})
+            best.update(step, state.params, last_eval)
             t0 = time.time()
         if due_save:
             meta = {
@@ -301,11 +355,15 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str
                 mngr.wait_until_finished()
                 _kill_for_test(step)
     if not last_eval:  # resumed at the final step: still report the final evaluation
-        last_eval = evaluate(setup, cfg, state.params, global_batch)
+        last_eval = evaluate.score(setup, cfg, state.params, global_batch, eval_split)
     mngr.wait_until_finished()
     mngr.close()
     log.close()
+    best.close()
     final = {f"eval/{k}": v for k, v in last_eval.items()}
+    if best.best is not None:
+        final.update({f"best/{k}": v for k, v in best.best["metrics"].items()})
+        final["best/step"] = best.best["step"]
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
             json.dump({"step": step, **final}, f, indent=2)

@@ -15,16 +15,30 @@ def build(cfg: ml_collections.ConfigDict):
             "attention_dropout_rate",
             "gelu",
             "dtype",
+            "type_vocab_size",
+            "layer_norm_eps",
+            *bert.SHAPE_KEYS,
         )
         if k in cfg
     }
+    bert_cfg = lambda: bert.config_for_size(cfg.size, **overrides)
+    task_head = dict(
+        features=cfg.get("features", None),
+        head_hidden=cfg.get("head_hidden", 0),
+        frozen_encoder=cfg.get("frozen_encoder", False),
+    )
+    task_head = {k: v for k, v in task_head.items() if v is not None}
     if cfg.name == "bert_pretrain":
         return bert.BertForPreTraining(
-            bert.config_for_size(cfg.size, **overrides),
-            mlm_all_positions=cfg.get("mlm_all_positions", False),
+            bert_cfg(), mlm_all_positions=cfg.get("mlm_all_positions", False)
         )
     if cfg.name == "bert_classifier":
-        return bert.BertForSequenceClassification(
-            bert.config_for_size(cfg.size, **overrides), num_classes=cfg.num_classes
-        )
-    raise ValueError(f"unknown model.name {cfg.name!r}; expected bert_pretrain or bert_classifier")
+        n = cfg.num_classes
+        n = tuple(n) if isinstance(n, list | tuple) else n
+        return bert.BertForSequenceClassification(bert_cfg(), num_classes=n, **task_head)
+    if cfg.name == "bert_tagger":
+        return bert.BertForTokenClassification(bert_cfg(), cfg.num_classes, **task_head)
+    raise ValueError(f"unknown model.name {cfg.name!r}; expected one of {MODELS}")
+
+
+MODELS = ("bert_pretrain", "bert_classifier", "bert_tagger")

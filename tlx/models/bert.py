@@ -5,11 +5,14 @@ GELU, truncated-normal(0.02) init, token+position+segment embeddings -> LN -> dr
 tanh pooler over [CLS], MLM decoder tied to the token embedding.
 """
 
+import functools
+
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from tlx import heads
-from tlx.layers.attention import padding_bias
+from tlx.layers.attention import MASK_VALUE, padding_bias
 from tlx.layers.embed import Embed
 from tlx.layers.transformer import TransformerConfig, TransformerStack, layer_norm
 
@@ -25,18 +28,22 @@ SIZES = {
 }
 
 
+SHAPE_KEYS = ("num_layers", "hidden_size", "num_heads", "intermediate_size")
+
+
 def config_for_size(size: str, **overrides) -> BertConfig:
-    if size not in SIZES:
-        raise ValueError(f"unknown BERT size {size!r}; expected one of {sorted(SIZES)}")
-    layers, hidden, num_heads, inter = SIZES[size]
-    kw = dict(
-        vocab_size=30522,
-        hidden_size=hidden,
-        num_layers=layers,
-        num_heads=num_heads,
-        intermediate_size=inter,
-    )
-    kw.update(overrides)
+    """A named size, with any field overridden; size='custom' takes the shape from overrides
+    (as converted checkpoints do, e.g. MiniLM's L6 H384 A12 I1536)."""
+    if size == "custom":
+        missing = [k for k in SHAPE_KEYS if overrides.get(k) is None]
+        if missing:
+            raise ValueError(f"size='custom' needs model.{', model.'.join(missing)}")
+        kw = {"vocab_size": 30522}
+    elif size in SIZES:
+        kw = dict(zip(SHAPE_KEYS, SIZES[size], strict=True), vocab_size=30522)
+    else:
+        raise ValueError(f"unknown BERT size {size!r}; expected 'custom' or one of {sorted(SIZES)}")
+    kw.update({k: v for k, v in overrides.items() if v is not None})
     return BertConfig(**kw)
 
 
@@ -114,16 +121,65 @@ class BertForPreTraining(nn.Module):
         return {"mlm_logits": mlm_logits, "nsp_logits": nsp_logits}, inter
 
 
+def _encode_for_task(module, batch, train: bool, frozen: bool):
+    """Encoder outputs for a downstream head. A frozen encoder (feature-based transfer) runs
+    deterministically under stop_gradient, so XLA drops its backward pass entirely."""
+    seq, inter = _encode(BertEncoder(module.config, name="encoder"), batch, train and not frozen)
+    if frozen:
+        seq, inter = jax.lax.stop_gradient((seq, inter))
+    return seq, inter
+
+
 class BertForSequenceClassification(nn.Module):
-    """[CLS] sentence [SEP] (or a segment-id'd pair) -> pooled [CLS] -> dropout -> classifier."""
+    """[CLS] sentence [SEP] (or a segment-id'd pair) -> features (pooled [CLS] by default)
+    -> classifier. With `num_classes` a tuple, one classifier per task of a mixture: the batch's
+    `task_id` picks each example's head, and logits of other tasks' classes are masked."""
 
     config: BertConfig
-    num_classes: int
+    num_classes: int | tuple[int, ...]
+    features: str = "pooled"
+    head_hidden: int = 0
+    frozen_encoder: bool = False
 
     @nn.compact
     def __call__(self, batch, *, train: bool = False):
-        _, inter = _encode(BertEncoder(self.config, name="encoder"), batch, train)
-        logits = heads.ClassifierHead(
-            self.num_classes, self.config.dropout_rate, name="classifier"
-        )(inter["pooled"], deterministic=not train)
+        seq, inter = _encode_for_task(self, batch, train, self.frozen_encoder)
+        head = functools.partial(
+            heads.SentenceHead,
+            features=self.features,
+            dropout_rate=self.config.dropout_rate,
+            hidden_size=self.head_hidden,
+        )
+        if isinstance(self.num_classes, int):
+            logits = head(self.num_classes, name="classifier")(seq, inter, deterministic=not train)
+            return {"logits": logits}, inter
+        widest = max(self.num_classes)
+        per_task = []
+        for i, n in enumerate(self.num_classes):
+            lg = head(n, name=f"classifier_{i}")(seq, inter, deterministic=not train)
+            per_task.append(jnp.pad(lg, ((0, 0), (0, widest - n)), constant_values=MASK_VALUE))
+        stacked = jnp.stack(per_task, 1)  # [B, T, C]
+        task = batch["task_id"].reshape(-1)
+        return {"logits": jnp.take_along_axis(stacked, task[:, None, None], 1)[:, 0]}, inter
+
+
+class BertForTokenClassification(nn.Module):
+    """[CLS] words [SEP] -> every token's features -> tag classifier ([B, L, C] logits)."""
+
+    config: BertConfig
+    num_classes: int
+    features: str = "last"
+    head_hidden: int = 0
+    frozen_encoder: bool = False
+
+    @nn.compact
+    def __call__(self, batch, *, train: bool = False):
+        seq, inter = _encode_for_task(self, batch, train, self.frozen_encoder)
+        logits = heads.TaggingHead(
+            self.num_classes,
+            self.features,
+            self.config.dropout_rate,
+            self.head_hidden,
+            name="classifier",
+        )(seq, inter, deterministic=not train)
         return {"logits": logits}, inter
