@@ -1,23 +1,451 @@
-"""Sentence and sentence-pair classification tasks (placeholder: sst2 only, being extended)."""
+"""Sentence and sentence-pair classification tasks: sst2, trec, mrpc, rte, their mixture.
 
+Files under $TLX_DATA_DIR (see its SOURCE.txt files):
+  sst2  classification/sst2/stsa.binary.{train,dev,test}  `<0|1> <sentence>` lines
+  trec  classification/trec/TREC.{train,test}.label.txt   `COARSE:fine <question>` lines
+  mrpc  pair_classification/mrpc/msr_paraphrase_{train,test}.txt  TSV, BOM, CRLF, no quoting
+  rte   pair_classification/rte/{train,validation}.jsonl  {"sentence1","sentence2","label"}
+Raw examples use GLUE's field names, {"sentence", "label"} or {"sentence1", "sentence2", "label"},
+so the `<task>_tfds` variants (GLUE from TFDS, needs the network) share every later step.
+Output features (int32, length sequence_length["input_ids"]): input_ids `[CLS] a [SEP]` or
+`[CLS] a [SEP] b [SEP]`, input_mask, segment_ids (1 on `b [SEP]`), and the scalar label.
+trec and mrpc have no dev split: "validation" is carved from the train file by a hash of each
+row's content (not numpy's RNG), so it is the same for every run seed, user and numpy version.
+"""
+
+import csv
+import dataclasses
+import functools
+import hashlib
+import json
+import pathlib
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from typing import NamedTuple
+
+import numpy as np
 import seqio
+import sklearn.metrics
+import tensorflow as tf
 
-from data_pipelines import sources, sst2, vocabularies
+from data_pipelines import paths, sources, vocabularies
+from data_pipelines.corpus import CorpusFormatError
+
+SHUFFLE_BUFFER = 1024
+SST2_LABELS = ("negative", "positive")
+TREC_LABELS = ("ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM")
+MRPC_LABELS = ("not_paraphrase", "paraphrase")
+RTE_LABELS = ("entailment", "not_entailment")
+MRPC_COLUMNS = ["Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"]
 
 
-def _register_sst2(name: str, vocab_spec: str) -> None:
+class Row(NamedTuple):
+    line: int  # 1-based line of the row in its file
+    label: int
+    texts: tuple[str, ...]  # (sentence,) or (sentence1, sentence2)
+
+
+def _bad(path, line_no: int, expected: str, got: str) -> CorpusFormatError:
+    return CorpusFormatError(f"{path}:{line_no}: expected {expected}, got {got[:80]!r}")
+
+
+# ---------------------------------------------------------------------------- readers
+
+
+def read_sst2(path: str | pathlib.Path) -> list[Row]:
+    rows = []
+    with pathlib.Path(path).open(encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            line = line.rstrip("\n")
+            label, _, text = line.partition(" ")
+            if label not in ("0", "1") or not text.strip():
+                raise _bad(path, line_no, "'<0|1> <sentence>'", line)
+            rows.append(Row(line_no, int(label), (text.strip(),)))
+    return rows
+
+
+def read_trec(path: str | pathlib.Path) -> list[Row]:
+    rows = []
+    with pathlib.Path(path).open(encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            line = line.rstrip("\n")
+            head, _, text = line.partition(" ")
+            coarse, colon, fine = head.partition(":")
+            if coarse not in TREC_LABELS or not colon or not fine or not text.strip():
+                raise _bad(path, line_no, f"'<{'|'.join(TREC_LABELS)}>:<fine> <question>'", line)
+            rows.append(Row(line_no, TREC_LABELS.index(coarse), (text.strip(),)))
+    return rows
+
+
+def read_mrpc(path: str | pathlib.Path) -> list[Row]:
+    rows = []
+    # utf-8-sig drops the BOM; newline="" lets csv see the CRLFs; quotes are literal text.
+    with pathlib.Path(path).open(encoding="utf-8-sig", newline="") as f:
+        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        for row in reader:
+            got = "\t".join(row)
+            if reader.line_num == 1:
+                if row != MRPC_COLUMNS:
+                    raise _bad(path, 1, f"the header {MRPC_COLUMNS}", got)
+                continue
+            if len(row) != 5 or row[0] not in ("0", "1") or not (row[3].strip() and row[4].strip()):
+                raise _bad(path, reader.line_num, "'<0|1>\\tid\\tid\\tstring\\tstring'", got)
+            rows.append(Row(reader.line_num, int(row[0]), (row[3].strip(), row[4].strip())))
+    return rows
+
+
+def read_rte(path: str | pathlib.Path) -> list[Row]:
+    rows = []
+    with pathlib.Path(path).open(encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                a, b, label = record["sentence1"], record["sentence2"], record["label"]
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise _bad(
+                    path, line_no, "a JSON object with sentence1, sentence2, label", line
+                ) from e
+            if not (isinstance(a, str) and isinstance(b, str) and a.strip() and b.strip()):
+                raise _bad(path, line_no, "non-empty string sentence1 and sentence2", line)
+            if label not in RTE_LABELS:
+                raise _bad(path, line_no, f"label in {RTE_LABELS}", line)
+            rows.append(Row(line_no, RTE_LABELS.index(label), (a.strip(), b.strip())))
+    return rows
+
+
+# ---------------------------------------------------------------------------- metrics
+
+
+def _label_arrays(targets, predictions) -> tuple[np.ndarray, np.ndarray]:
+    targets, predictions = np.asarray(targets), np.asarray(predictions)
+    if targets.shape != predictions.shape or targets.ndim != 1:
+        raise ValueError(f"targets {targets.shape} and predictions {predictions.shape} differ")
+    return targets, predictions
+
+
+def accuracy(targets, predictions) -> dict[str, float]:
+    targets, predictions = _label_arrays(targets, predictions)
+    return {"accuracy": 100.0 * float(np.mean(targets == predictions))}
+
+
+def accuracy_and_f1(targets, predictions) -> dict[str, float]:
+    """Accuracy, F1 of class 1, and their mean (GLUE's MRPC score); percentages."""
+    targets, predictions = _label_arrays(targets, predictions)
+    acc = 100.0 * float(np.mean(targets == predictions))
+    f1 = 100.0 * float(sklearn.metrics.f1_score(targets, predictions, zero_division=0))
+    return {"accuracy": acc, "f1": f1, "accuracy_and_f1": (acc + f1) / 2}
+
+
+# ---------------------------------------------------------------------------- datasets
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskData:
+    """Where a task's files are and how to read them.
+
+    files: split -> file name under `folder`. carve: (split to cut from, dev size: a count or a
+    fraction) builds "validation" and leaves the rest as "train".
+    """
+
+    info: sources.TaskInfo
+    folder: str
+    files: Mapping[str, str]
+    reader: Callable[[str | pathlib.Path], list[Row]]
+    carve: tuple[str, float] | None = None
+    tfds_name: str | None = None
+
+
+DATASETS: dict[str, TaskData] = {
+    "sst2": TaskData(
+        sources.TaskInfo("sentence", SST2_LABELS, accuracy, "accuracy"),
+        "classification/sst2",
+        {"train": "stsa.binary.train", "validation": "stsa.binary.dev", "test": "stsa.binary.test"},
+        read_sst2,
+        tfds_name="glue/sst2:2.0.0",
+    ),
+    "trec": TaskData(
+        sources.TaskInfo("sentence", TREC_LABELS, accuracy, "accuracy"),
+        "classification/trec",
+        {"train": "TREC.train.label.txt", "test": "TREC.test.label.txt"},
+        read_trec,
+        carve=("train", 0.1),
+    ),
+    "mrpc": TaskData(
+        sources.TaskInfo("pair", MRPC_LABELS, accuracy_and_f1, "accuracy_and_f1"),
+        "pair_classification/mrpc",
+        {"train": "msr_paraphrase_train.txt", "test": "msr_paraphrase_test.txt"},
+        read_mrpc,
+        carve=("train", 408),  # GLUE's dev size; GLUE's dev ids are not in the data
+        tfds_name="glue/mrpc:2.0.0",
+    ),
+    "rte": TaskData(
+        sources.TaskInfo("pair", RTE_LABELS, accuracy, "accuracy", ("train", "validation")),
+        "pair_classification/rte",
+        {"train": "train.jsonl", "validation": "validation.jsonl"},
+        read_rte,
+        tfds_name="glue/rte:2.0.0",
+    ),
+}
+
+
+def text_fields(kind: str) -> tuple[str, ...]:
+    return ("sentence",) if kind == "sentence" else ("sentence1", "sentence2")
+
+
+def _salt(task: str) -> int:
+    return zlib.crc32(task.encode())
+
+
+def carve_dev(rows: Sequence[Row], size: float, salt: int) -> tuple[list[Row], list[Row]]:
+    """(rest, dev): dev = the `size` rows (or fraction) of smallest content hash, file order."""
+    n_dev = int(size) if size >= 1 else round(size * len(rows))
+    digests = [hashlib.sha256(f"{salt}\t{r.label}\t{r.texts}".encode()).digest() for r in rows]
+    dev = set(sorted(range(len(rows)), key=lambda i: (digests[i], i))[:n_dev])
+    return [r for i, r in enumerate(rows) if i not in dev], [rows[i] for i in sorted(dev)]
+
+
+def split_rows(task: str, split: str, data_dir=None) -> list[Row]:
+    """The rows of one split of a file-backed task, in file order."""
+    dataset = DATASETS[task]
+    if split not in dataset.info.splits:
+        raise ValueError(f"task {task!r} has splits {dataset.info.splits}, not {split!r}")
+    folder = paths.data_dir(data_dir) / dataset.folder
+    if dataset.carve and split in ("train", "validation"):
+        rows = dataset.reader(folder / dataset.files[dataset.carve[0]])
+        rest, dev = carve_dev(rows, dataset.carve[1], _salt(task))
+        return dev if split == "validation" else rest
+    return dataset.reader(folder / dataset.files[split])
+
+
+def source_dataset(split, shuffle_files, seed=None, shard_info=None, *, task: str, data_dir=None):
+    """Raw examples of this host's shard of `split`; a seed-shuffled order if asked."""
+    rows = split_rows(task, split, data_dir)
+    order = sources.shard_order(len(rows), shuffle_files, seed, shard_info, _salt(task))
+    columns = {
+        name: tf.constant([rows[i].texts[j] for i in order], tf.string)
+        for j, name in enumerate(text_fields(DATASETS[task].info.kind))
+    }
+    columns["label"] = tf.constant([rows[i].label for i in order], tf.int32)
+    return tf.data.Dataset.from_tensor_slices(columns)
+
+
+# ---------------------------------------------------------------------------- preprocessors
+
+
+def truncated_pair_lengths(len_a, len_b, budget):
+    """Lengths BERT's _truncate_seq_pair leaves: pop from the longer (b on ties) until they fit.
+
+    Closed form: the shorter side is kept whole if it has at most half the budget, else a gets
+    ceil(budget / 2) and b floor(budget / 2). Elementwise on int tensors or arrays.
+    """
+    new_a = tf.minimum(len_a, tf.maximum(budget - len_b, (budget + 1) // 2))
+    return new_a, tf.minimum(len_b, budget - new_a)
+
+
+def _encode_texts(vocab: seqio.Vocabulary, texts: list[tf.Tensor]) -> list[tf.Tensor]:
+    """Scalar strings -> their int32 ids, [n_i] each, in one tokenizer call where possible."""
+    ids = vocab.encode_tf(tf.stack(texts))
+    if isinstance(ids, tf.RaggedTensor):
+        return [tf.cast(ids[i], tf.int32) for i in range(len(texts))]
+    return [tf.cast(vocab.encode_tf(t), tf.int32) for t in texts]  # a scalar-only vocabulary
+
+
+def make_encode_preprocessor(vocab_spec: str, kind: str):
+    """Raw GLUE-named fields -> fixed-length input_ids, input_mask, segment_ids, label.
+
+    Per example: tokenizing batches of examples measured no faster here (the ragged framing
+    ops cost what the batched tokenizer saves), and this reads as the layout it builds.
+    """
+    if kind not in ("sentence", "pair"):
+        raise ValueError(f"kind must be 'sentence' or 'pair', got {kind!r}")
+
+    def encode(ds: tf.data.Dataset, sequence_length) -> tf.data.Dataset:
+        vocab = vocabularies.get_vocabulary(vocab_spec)
+        special = vocabularies.special_ids(vocab)
+        seq_len = sequence_length["input_ids"]
+        if seq_len < (2 if kind == "sentence" else 3):
+            raise ValueError(f"sequence length {seq_len} cannot hold the [CLS]/[SEP] frame")
+        cls, sep = tf.constant([special.cls]), tf.constant([special.sep])
+
+        # One tokenizer call for both texts of a pair; autograph is off because the tokenizer's
+        # graph is large and has no Python control flow on tensors (it halves tracing time).
+        @tf.autograph.experimental.do_not_convert
+        def fn(ex):
+            pieces = _encode_texts(vocab, [ex[k] for k in text_fields(kind)])
+            if kind == "sentence":
+                ids = tf.concat([cls, pieces[0][: seq_len - 2], sep], 0)
+                segments = tf.zeros_like(ids)
+            else:
+                a, b = pieces
+                n_a, n_b = truncated_pair_lengths(tf.size(a), tf.size(b), seq_len - 3)
+                ids = tf.concat([cls, a[:n_a], sep, b[:n_b], sep], 0)
+                segments = tf.concat(
+                    [tf.zeros([n_a + 2], tf.int32), tf.ones([n_b + 1], tf.int32)], 0
+                )
+            pad = [[0, seq_len - tf.size(ids)]]
+            return {
+                "input_ids": tf.ensure_shape(
+                    tf.pad(ids, pad, constant_values=special.pad), [seq_len]
+                ),
+                "input_mask": tf.ensure_shape(tf.pad(tf.ones_like(ids), pad), [seq_len]),
+                "segment_ids": tf.ensure_shape(tf.pad(segments, pad), [seq_len]),
+                "label": tf.cast(ex["label"], tf.int32),
+            }
+
+        return ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
+
+    return encode
+
+
+def make_tfds_fields_preprocessor(kind: str):
+    """TFDS GLUE examples (idx, int64 label, text fields) -> the raw fields the files give.
+
+    GLUE's label order equals ours: sst2 0=negative, mrpc 1=equivalent, rte 0=entailment.
+    """
+    names = text_fields(kind)
+
+    def fields(ds: tf.data.Dataset) -> tf.data.Dataset:
+        return ds.map(
+            lambda ex: {**{k: ex[k] for k in names}, "label": tf.cast(ex["label"], tf.int32)},
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+
+    return fields
+
+
+def make_task_id_preprocessor(task_id: int):
+    def add_task_id(ds: tf.data.Dataset) -> tf.data.Dataset:
+        return ds.map(lambda ex: {**ex, "task_id": tf.constant(task_id, tf.int32)})
+
+    return add_task_id
+
+
+def output_features(
+    vocab: seqio.Vocabulary, num_classes: int, num_tasks: int | None = None
+) -> dict[str, seqio.Feature]:
+    def feature(v, rank=1):
+        return seqio.Feature(v, add_eos=False, dtype=tf.int32, rank=rank)
+
+    flags = seqio.PassThroughVocabulary(2)
+    features = {
+        "input_ids": feature(vocab),
+        "input_mask": feature(flags),
+        "segment_ids": feature(flags),
+        "label": feature(seqio.PassThroughVocabulary(num_classes), rank=0),
+    }
+    if num_tasks is not None:
+        features["task_id"] = feature(seqio.PassThroughVocabulary(num_tasks), rank=0)
+    return features
+
+
+# ---------------------------------------------------------------------------- registration
+
+
+def _register(name: str, vocab_spec: str, *, task: str, extra=(), num_classes=None, num_tasks=None):
+    info = DATASETS[task].info
     seqio.TaskRegistry.add(
         name,
-        source=sources.ShardedFunctionSource(sst2.source_dataset, splits=tuple(sst2.SPLIT_FILES)),
-        preprocessors=[sst2.make_classification_preprocessor(vocab_spec)],
-        output_features=sst2.output_features(vocabularies.get_vocabulary(vocab_spec)),
-        metric_fns=[sst2.accuracy],
-        shuffle_buffer_size=1024,
+        source=sources.ShardedFunctionSource(
+            functools.partial(source_dataset, task=task), splits=info.splits
+        ),
+        preprocessors=[make_encode_preprocessor(vocab_spec, info.kind), *extra],
+        output_features=output_features(
+            vocabularies.get_vocabulary(vocab_spec), num_classes or info.num_classes, num_tasks
+        ),
+        metric_fns=[info.metric_fn],
+        shuffle_buffer_size=SHUFFLE_BUFFER,
     )
 
 
-sources.add_base(
-    "sst2",
-    sources.TaskInfo("sentence", ("negative", "positive"), sst2.accuracy, "accuracy"),
-    _register_sst2,
-)
+def _register_tfds(name: str, vocab_spec: str, *, task: str) -> None:
+    info = DATASETS[task].info
+    seqio.TaskRegistry.add(
+        name,
+        # GLUE's test labels are hidden (-1), so only train and validation.
+        source=seqio.TfdsDataSource(DATASETS[task].tfds_name, splits=("train", "validation")),
+        preprocessors=[
+            make_tfds_fields_preprocessor(info.kind),
+            make_encode_preprocessor(vocab_spec, info.kind),
+        ],
+        output_features=output_features(vocabularies.get_vocabulary(vocab_spec), info.num_classes),
+        metric_fns=[info.metric_fn],
+        shuffle_buffer_size=SHUFFLE_BUFFER,
+    )
+
+
+for _task, _dataset in DATASETS.items():
+    sources.add_base(_task, _dataset.info, functools.partial(_register, task=_task))
+    if _dataset.tfds_name:
+        sources.add_base(
+            f"{_task}_tfds",
+            dataclasses.replace(_dataset.info, splits=("train", "validation")),
+            functools.partial(_register_tfds, task=_task),
+        )
+
+
+# ---------------------------------------------------------------------------- mixture
+
+DEFAULT_MIXTURE_TASKS = ("sst2", "trec", "mrpc", "rte")
+_MIXTURES: dict[str, tuple[str, ...]] = {}
+
+
+def num_train_examples(task: str) -> int:
+    return len(split_rows(task, "train"))
+
+
+def get_mixture_name(
+    tasks: Sequence[str] = DEFAULT_MIXTURE_TASKS,
+    rates: Mapping[str, float] | None = None,
+    vocab: str = vocabularies.DEFAULT_VOCAB,
+) -> str:
+    """Registers (once) a seqio Mixture of `tasks` and returns its name.
+
+    Members add a scalar `task_id` (index in `tasks`); labels stay task-local. rates=None samples
+    proportionally to each task's train size; else a {task: rate} dict. The defaults give
+    `glue_mix`, anything else `glue_mix__<hash>`.
+    """
+    tasks = tuple(tasks)
+    unknown = [t for t in tasks if t not in DATASETS]
+    if unknown or len(set(tasks)) != len(tasks) or not tasks:
+        raise ValueError(f"mixture tasks must be distinct, from {tuple(DATASETS)}; got {tasks}")
+    if rates is not None:
+        if set(rates) != set(tasks) or any(rates[t] <= 0 for t in tasks):
+            raise ValueError(f"rates must give a positive rate for each of {tasks}, got {rates}")
+        rates = {t: float(rates[t]) for t in tasks}
+    if (tasks, rates, vocab) == (DEFAULT_MIXTURE_TASKS, None, vocabularies.DEFAULT_VOCAB):
+        name = "glue_mix"
+    else:
+        key = repr((tasks, sorted(rates.items()) if rates else None, vocab))
+        name = f"glue_mix__{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+    if name in seqio.MixtureRegistry.names():
+        return name
+    if rates is None:
+        rates = {t: float(num_train_examples(t)) for t in tasks}
+    num_classes = max(DATASETS[t].info.num_classes for t in tasks)  # one label vocab for all
+    members = []
+    for task_id, task in enumerate(tasks):
+        member = f"{name}.{task}"
+        if member not in seqio.TaskRegistry.names():
+            _register(
+                member,
+                vocab,
+                task=task,
+                extra=[make_task_id_preprocessor(task_id)],
+                num_classes=num_classes,
+                num_tasks=len(tasks),
+            )
+        members.append((member, rates[task]))
+    seqio.MixtureRegistry.add(name, members)
+    _MIXTURES[name] = tasks
+    return name
+
+
+def mixture_tasks(name: str) -> tuple[str, ...]:
+    """The base tasks of a mixture from get_mixture_name, in task_id order."""
+    if name not in _MIXTURES:
+        raise ValueError(
+            f"{name!r} is not a mixture from get_mixture_name; known: {sorted(_MIXTURES)}"
+        )
+    return _MIXTURES[name]

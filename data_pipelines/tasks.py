@@ -139,9 +139,32 @@ def _register_bert(name: str, vocab_spec: str, options: PretrainOptions) -> None
 # ---------------------------------------------------------------------------- variants
 
 
+MIXTURE = "glue_mix"
+
+
+def mixture_members(name: str) -> list[tuple[str, str]] | None:
+    """[(member task name, base task)] of a registered classification mixture, else None."""
+    if name not in classification._MIXTURES:
+        return None
+    return [(f"{name}.{t}", t) for t in classification.mixture_tasks(name)]
+
+
+def mixture_info(name: str) -> TaskInfo:
+    """A mixture trains one classifier head per member; its dev score is the members' average
+    primary metric (the per-task metrics are reported as TASK/METRIC)."""
+    tasks = classification.mixture_tasks(name)
+    widest = max(DOWNSTREAM[t][0].num_classes for t in tasks)
+    return TaskInfo("sentence", tuple(str(i) for i in range(widest)), None, "average")
+
+
 def downstream_info(name: str) -> TaskInfo:
-    """The TaskInfo of a downstream task, by base name or registered variant name."""
+    """The TaskInfo of a downstream task, by base name, registered variant name, or mixture
+    member name (MIXTURE.TASK)."""
+    if mixture_members(name) is not None:
+        return mixture_info(name)
     base = _VARIANTS.get(name, (name,))[0]
+    if base not in DOWNSTREAM and "." in base and base.rsplit(".", 1)[1] in DOWNSTREAM:
+        base = base.rsplit(".", 1)[1]
     if base not in DOWNSTREAM:
         raise ValueError(f"{name!r} is not a downstream task; known: {sorted(DOWNSTREAM)}")
     return DOWNSTREAM[base][0]
@@ -155,7 +178,19 @@ def get_task_name(base: str, vocab: str = vocabularies.DEFAULT_VOCAB, **options)
     """Registers (once) the task for (base, vocab, options) and returns its name.
 
     Defaults give the plain base name; anything else a deterministic `base__<hash>` name.
+    `glue_mix` takes options tasks (sequence) and rates ('' = proportional to train size, or
+    'sst2=1;trec=2;...').
     """
+    if base == MIXTURE:
+        opts = dict(options)
+        tasks = tuple(opts.pop("tasks", classification.DEFAULT_MIXTURE_TASKS))
+        rates = opts.pop("rates", "") or None
+        if opts:
+            raise TypeError(f"{MIXTURE} takes options tasks and rates, got {sorted(opts)}")
+        if isinstance(rates, str):
+            pairs = [item.partition("=") for item in rates.split(";") if item]
+            rates = {k.strip(): float(v) for k, _, v in pairs}
+        return classification.get_mixture_name(tasks, rates, vocab)
     if base == "bert_pretrain":
         opts = PretrainOptions(**options)
         non_default = {

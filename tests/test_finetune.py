@@ -56,6 +56,29 @@ def test_each_task_kind_trains_and_reports_its_metrics(task, metrics, tmp_path):
     assert expected in train_rows[-1]
 
 
+def test_mixture_trains_one_head_per_task_and_scores_each(tmp_path):
+    cfg = _cfg("task=glue_mix,size=tiny,runlocal,rates=sst2=1;trec=1;mrpc=1;rte=1")
+    final = train.train_and_evaluate(cfg, str(tmp_path))
+    primaries = [final["eval/sst2/accuracy"], final["eval/trec/accuracy"],
+                 final["eval/mrpc/accuracy_and_f1"], final["eval/rte/accuracy"]]  # fmt: skip
+    assert final["eval/average"] == pytest.approx(np.mean(primaries))
+    assert final["best/average"] == final["eval/average"]  # one evaluation: it is the best
+    params = _params(tmp_path)
+    kernels = [params[f"classifier_{i}"]["dense"]["kernel"].shape[-1] for i in range(4)]
+    assert kernels == [2, 6, 2, 2]
+
+
+def _params(workdir):
+    import orbax.checkpoint as ocp
+
+    mngr = ocp.CheckpointManager(
+        str(pathlib.Path(workdir) / "checkpoints"),
+        item_handlers={"params": ocp.StandardCheckpointHandler()},
+    )
+    step = mngr.latest_step()
+    return mngr.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore()))["params"]
+
+
 def test_best_dev_checkpoint_tracks_the_best_evaluation(tmp_path):
     cfg = _cfg(
         "task=sst2,size=tiny,runlocal",

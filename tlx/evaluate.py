@@ -64,14 +64,26 @@ def task_metrics(info, collected: list[dict]) -> dict[str, float]:
     for pred, weights, words in zip(
         batch["prediction"][keep], batch["label_weights"][keep], batch["word_labels"][keep]
     ):
-        gold, guess = tagging.words_from_pieces(pred, weights, words, outside_id=0)
+        gold, guess = tagging.words_from_pieces(pred, weights, words, tagging.outside_id(names))
         targets.append([names[i] for i in gold])
         predictions.append([names[i] for i in guess])
     return info.metric_fn(targets, predictions)
 
 
 def score(setup, cfg, params, global_batch: int, split: str) -> dict[str, float]:
-    """Objective metrics (and, for downstream tasks, the task's metrics) over `split`."""
+    """Objective metrics (and, for downstream tasks, the task's metrics) over `split`.
+    A mixture is scored member by member: TASK/METRIC, and `average` of the primary metrics."""
+    members = data_pipelines.tasks.mixture_members(cfg.data.task_name)
+    if members is not None:
+        out, primaries, losses = {}, [], []
+        for member, base in members:
+            sub = ml_collections.ConfigDict(cfg.to_dict())
+            sub.data.task_name = member
+            metrics = score(setup, sub, params, global_batch, split)
+            out.update({f"{base}/{k}": v for k, v in metrics.items()})
+            primaries.append(metrics[data_pipelines.downstream_info(base).primary_metric])
+            losses.append(metrics["loss"])
+        return {"loss": float(np.mean(losses)), "average": float(np.mean(primaries)), **out}
     info = downstream(cfg.data.task_name)
     batches, steps = input_pipeline.eval_batches(cfg, global_batch, split)
     window, collected = [], []

@@ -75,4 +75,5 @@ SHOWN = (
     "eval/accuracy",
     "eval/f1",
     "eval/token_accuracy",
+    "eval/average",
 )

@@ -7,7 +7,10 @@ r"""BERT finetuning on a downstream task, following the BERT paper's recipe.
 
 Arguments (after the colon, comma-separated):
   task     sst2 | trec | mrpc | rte (sentence / pair classification from [CLS]),
-           conll2003_ner | wnut17_ner | ud_ewt_upos (token tagging, first sub-word per word).
+           conll2003_ner | wnut17_ner | ud_ewt_upos (token tagging, first sub-word per word),
+           glue_mix (multi-task: sst2, trec, mrpc, rte sampled at `rates`, one head per task;
+           dev score = the tasks' average primary metric).
+  rates    glue_mix sampling rates, e.g. rates=sst2=1;trec=1;mrpc=2;rte=2 (default: by size).
   mode     finetune: every weight trains, the head reads the pooled [CLS] (tagging: the last
            layer); feature: the encoder is frozen (stop_gradient + optim.frozen) and the head
            reads the concatenation of the last four layers through one hidden layer, as in
@@ -77,9 +80,17 @@ def get_config(arg=None):
         lr=0.0,
         batch=32,
         epochs=3.0,
+        rates="",
         runlocal=False,
     )
-    info = data_pipelines.downstream_info(args.task)
+    mixture = args.task == data_pipelines.tasks.MIXTURE
+    if mixture:
+        members = data_pipelines.classification.DEFAULT_MIXTURE_TASKS
+        num_classes = tuple(data_pipelines.downstream_info(t).num_classes for t in members)
+        info = data_pipelines.downstream_info(members[0])
+    else:
+        info = data_pipelines.downstream_info(args.task)
+        num_classes = info.num_classes
     if args.mode not in ("finetune", "feature"):
         raise KeyError(f"mode must be finetune or feature, got {args.mode!r}")
     tagging = info.kind == "tagging"
@@ -89,7 +100,7 @@ def get_config(arg=None):
     c.model = dict(
         name="bert_tagger" if tagging else "bert_classifier",
         size=args.size,
-        num_classes=info.num_classes,
+        num_classes=num_classes,
         vocab_size=30522,
         max_position=512,
         dropout_rate=0.1,
@@ -126,6 +137,9 @@ def get_config(arg=None):
     c.checkpoint.max_to_keep = 1
     c.transfer.dont_load = ["classifier.*"]
     c.transfer.ignore = ["mlm_head/.*", "nsp_head/.*"]
+    if mixture:  # sampled, so a step budget rather than epochs
+        c.data.options = dict(tasks=list(members), rates=args.rates)
+        c.train.epochs, c.train.steps, c.train.eval_every = 0.0, 1000, 250
     if args.init:
         shape, c.data.vocab = _init_source(args.init)
         c.model.update(shape)

@@ -1,0 +1,630 @@
+r"""Checkpoint conversion between Hugging Face `transformers` directories and tlx Orbax runs.
+
+  python -m tlx.convert import-hf --model=bert --src=HF_DIR --dst=runs/minilm
+  python -m tlx.convert export-hf --model=bert --src=runs/bert_mini --dst=hf/bert_mini
+
+import-hf reads HF_DIR/config.json + HF_DIR/model.safetensors (safetensors only: no pickles) and
+writes DST/checkpoints/0/{params,meta} (the layout of a training run, so DST works as
+`transfer.init_from` for a model whose shape fields match), DST/config.json with the tlx "model"
+section (size='custom' plus the shape fields), and DST/vocab.txt if there is one.
+export-hf reads the latest step of a run (or a converted dir, or a checkpoints dir) and writes
+HF_DIR/model.safetensors + config.json loadable by `from_pretrained(..., use_safetensors=True)`.
+
+Both directions go through one table of (HF name, tlx path, transform) rows per model family, so
+the inverse mapping cannot drift from the forward one. Nothing is written unless the converted
+tree matches, path for path and shape for shape, the params of the model the config builds; every
+missing, extra or wrongly shaped tensor is an error that names it. Outputs are written to a
+temporary sibling directory and renamed into place, so a failed conversion leaves no DST.
+
+A second model family (e.g. GPT-2) is one more `Family` in `FAMILIES`.
+"""
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+import safetensors.numpy
+
+from tlx import checkpoint, models
+from tlx.optim import path_str
+
+
+class ConversionError(ValueError):
+    """A checkpoint cannot be converted; the message names the tensor, field or path."""
+
+
+# --- tree helpers ------------------------------------------------------------------------------
+
+
+def flatten(tree) -> dict:
+    return {path_str(p): x for p, x in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def unflatten(flat: dict) -> dict:
+    tree: dict = {}
+    for path, value in flat.items():
+        node = tree
+        *parents, leaf = path.split("/")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return tree
+
+
+def _problems_error(what: str, problems: list[str]) -> ConversionError:
+    return ConversionError(f"{what}:\n  " + "\n  ".join(problems))
+
+
+# --- one model family: BERT ---------------------------------------------------------------------
+
+# transformers.BertConfig defaults, for fields a config.json leaves out.
+HF_BERT_DEFAULTS = {
+    "vocab_size": 30522,
+    "hidden_size": 768,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "intermediate_size": 3072,
+    "hidden_act": "gelu",
+    "hidden_dropout_prob": 0.1,
+    "attention_probs_dropout_prob": 0.1,
+    "max_position_embeddings": 512,
+    "type_vocab_size": 2,
+    "layer_norm_eps": 1e-12,
+    "position_embedding_type": "absolute",
+}
+# HF hidden_act -> tlx gelu. "gelu" (and "gelu_python") is the exact erf form; the tanh
+# approximation has two names in HF, and export writes "gelu_new".
+HF_GELU = {"gelu": "erf", "gelu_python": "erf", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh"}
+TLX_GELU = {"erf": "gelu", "tanh": "gelu_new"}
+# Tensors in HF files that are not parameters, or duplicates tlx ties (checked, then dropped).
+HF_BERT_IGNORED_SUFFIXES = ("position_ids",)
+HF_BERT_TIED = {
+    "cls.predictions.decoder.weight": "embeddings.word_embeddings.weight",  # prefixed below
+    "cls.predictions.decoder.bias": "cls.predictions.bias",
+}
+
+
+def _transforms(num_heads: int) -> dict[str, tuple[Callable, Callable]]:
+    """kind -> (HF tensor -> tlx param, tlx param -> HF tensor). torch Linear is [out, in]."""
+    h = num_heads
+    return {
+        "copy": (lambda w: w, lambda p: p),
+        "dense": (lambda w: w.T, lambda p: p.T),  # [out, in] <-> [in, out]
+        "heads_in": (  # [H*Dh, D] <-> [D, H, Dh]
+            lambda w: w.T.reshape(w.shape[1], h, -1),
+            lambda p: p.reshape(p.shape[0], -1).T,
+        ),
+        "heads_bias": (lambda b: b.reshape(h, -1), lambda p: p.reshape(-1)),  # [H*Dh] <-> [H, Dh]
+        "heads_out": (  # [D, H*Dh] <-> [H, Dh, D]
+            lambda w: w.T.reshape(h, -1, w.shape[0]),
+            lambda p: p.reshape(-1, p.shape[-1]).T,
+        ),
+    }
+
+
+def _bert_table(s: dict, heads: tuple[str, ...], prefix: str) -> list[tuple[str, str, str, tuple]]:
+    """Rows (HF key, tlx path, transform kind, HF shape) for sizes `s` and the heads present."""
+    d, i, v = s["hidden_size"], s["intermediate_size"], s["vocab_size"]
+
+    def ln(hf, tlx, size=d):
+        return [(f"{hf}.weight", f"{tlx}/scale", "copy", (size,)),
+                (f"{hf}.bias", f"{tlx}/bias", "copy", (size,))]  # fmt: skip
+
+    def linear(hf, tlx, out_dim, in_dim):
+        return [(f"{hf}.weight", f"{tlx}/kernel", "dense", (out_dim, in_dim)),
+                (f"{hf}.bias", f"{tlx}/bias", "copy", (out_dim,))]  # fmt: skip
+
+    def table(hf, tlx, rows):
+        return (f"embeddings.{hf}.weight", f"encoder/{tlx}/embedding", "copy", (rows, d))
+
+    rows = [
+        table("word_embeddings", "token_embed", v),
+        table("position_embeddings", "position_embed", s["max_position"]),
+        table("token_type_embeddings", "segment_embed", s["type_vocab_size"]),
+        *ln("embeddings.LayerNorm", "encoder/embed_ln"),
+    ]
+    for n in range(s["num_layers"]):
+        hf, tlx = f"encoder.layer.{n}", f"encoder/layers/layer_{n}"
+        for proj in ("query", "key", "value"):
+            rows += [
+                (f"{hf}.attention.self.{proj}.weight", f"{tlx}/attention/{proj}_kernel",
+                 "heads_in", (d, d)),
+                (f"{hf}.attention.self.{proj}.bias", f"{tlx}/attention/{proj}_bias",
+                 "heads_bias", (d,)),
+            ]  # fmt: skip
+        rows += [
+            (f"{hf}.attention.output.dense.weight", f"{tlx}/attention/out_kernel", "heads_out",
+             (d, d)),
+            (f"{hf}.attention.output.dense.bias", f"{tlx}/attention/out_bias", "copy", (d,)),
+            *ln(f"{hf}.attention.output.LayerNorm", f"{tlx}/attention_ln"),
+            *linear(f"{hf}.intermediate.dense", f"{tlx}/mlp/wi", i, d),
+            *linear(f"{hf}.output.dense", f"{tlx}/mlp/wo", d, i),
+            *ln(f"{hf}.output.LayerNorm", f"{tlx}/mlp_ln"),
+        ]  # fmt: skip
+    rows += linear("pooler.dense", "encoder/pooler", d, d)
+    rows = [(prefix + hf, *rest) for hf, *rest in rows]
+    if "mlm_head" in heads:
+        rows += [
+            *linear("cls.predictions.transform.dense", "mlm_head/transform", d, d),
+            *ln("cls.predictions.transform.LayerNorm", "mlm_head/transform_ln"),
+            ("cls.predictions.bias", "mlm_head/output_bias", "copy", (v,)),
+        ]
+    if "nsp_head" in heads:
+        rows += linear("cls.seq_relationship", "nsp_head/dense", 2, d)
+    if "classifier" in heads:
+        rows += linear("classifier", "classifier/dense", s["num_classes"], d)
+    return rows
+
+
+def _hf_key_aliases(key: str) -> str:
+    """Original-TF-era names (bert-base-uncased's LayerNorm.gamma/beta) -> current names."""
+    if ".LayerNorm." in key:
+        key = key.replace("LayerNorm.gamma", "LayerNorm.weight").replace(
+            "LayerNorm.beta", "LayerNorm.bias"
+        )
+    return key
+
+
+def hf_to_tlx(state_dict: dict, hf_config: dict) -> tuple[dict, dict]:
+    """HF BERT tensors + config.json -> (tlx params tree, tlx model config section).
+
+    Handles BertModel (no prefix), BertForPreTraining / BertForMaskedLM ("bert." + cls.*) and
+    BertForSequenceClassification ("bert." + classifier.*) files. Tensors are cast to float32.
+    """
+    c = {**HF_BERT_DEFAULTS, **hf_config}
+    if c.get("model_type", "bert") != "bert":
+        raise ConversionError(f"config.json model_type={c['model_type']!r}, expected 'bert'")
+    if c["hidden_act"] not in HF_GELU:
+        raise ConversionError(
+            f"config.json hidden_act={c['hidden_act']!r} has no tlx equivalent; "
+            f"supported: {sorted(HF_GELU)}"
+        )
+    if c["position_embedding_type"] != "absolute":
+        raise ConversionError(
+            f"config.json position_embedding_type={c['position_embedding_type']!r}: tlx BERT has "
+            "only absolute position embeddings"
+        )
+    if c["hidden_size"] % c["num_attention_heads"]:
+        raise ConversionError(
+            f"config.json hidden_size={c['hidden_size']} is not divisible by "
+            f"num_attention_heads={c['num_attention_heads']}"
+        )
+    sd = {_hf_key_aliases(k): v for k, v in state_dict.items()}
+    prefix = "bert." if any(k.startswith("bert.") for k in sd) else ""
+    heads = tuple(
+        name
+        for name, marker in (
+            ("mlm_head", "cls.predictions."),
+            ("nsp_head", "cls.seq_relationship."),
+            ("classifier", "classifier."),
+        )
+        if any(k.startswith(marker) for k in sd)
+    )
+    if "classifier" in heads and len(heads) > 1:
+        raise ConversionError(f"file holds both pretraining heads and a classifier: {heads}")
+    model_config = {
+        "name": "bert_classifier" if "classifier" in heads else "bert_pretrain",
+        "size": "custom",
+        "num_layers": int(c["num_hidden_layers"]),
+        "hidden_size": int(c["hidden_size"]),
+        "num_heads": int(c["num_attention_heads"]),
+        "intermediate_size": int(c["intermediate_size"]),
+        "vocab_size": int(c["vocab_size"]),
+        "max_position": int(c["max_position_embeddings"]),
+        "type_vocab_size": int(c["type_vocab_size"]),
+        "layer_norm_eps": float(c["layer_norm_eps"]),
+        "gelu": HF_GELU[c["hidden_act"]],
+        "dropout_rate": float(c["hidden_dropout_prob"]),
+        "attention_dropout_rate": float(c["attention_probs_dropout_prob"]),
+    }
+    if "classifier" in heads:
+        if "classifier.weight" not in sd:
+            raise ConversionError("classifier.weight is missing from the safetensors file")
+        model_config["num_classes"] = int(sd["classifier.weight"].shape[0])
+
+    table = _bert_table(model_config, heads, prefix)
+    to_tlx = _transforms(model_config["num_heads"])
+    problems = []
+    for hf, _, _, shape in table:
+        if hf not in sd:
+            problems.append(f"{hf} {shape} is missing from the safetensors file")
+        elif tuple(sd[hf].shape) != shape:
+            problems.append(f"{hf}: file shape {tuple(sd[hf].shape)} != expected {shape}")
+    known = {hf for hf, *_ in table}
+    for key in sorted(set(sd) - known):
+        tied = HF_BERT_TIED.get(key)
+        if tied is not None:
+            tied = prefix + tied if tied.startswith("embeddings.") else tied
+            if tied in sd and not np.array_equal(sd[key], sd[tied]):
+                problems.append(
+                    f"{key} differs from {tied}: tlx ties it, an untied copy cannot be converted"
+                )
+        elif not key.endswith(HF_BERT_IGNORED_SUFFIXES):
+            problems.append(f"unexpected tensor {key} {tuple(sd[key].shape)} has no tlx place")
+    if f"{prefix}pooler.dense.weight" not in sd:
+        problems.append(
+            "(BertForMaskedLM and add_pooling_layer=False files have no pooler; the tlx encoder "
+            "has one, so such files cannot be imported as they are)"
+        )
+    if problems:
+        raise _problems_error("cannot convert the HF BERT checkpoint", problems)
+    flat = {
+        tlx: np.ascontiguousarray(to_tlx[kind][0](np.asarray(sd[hf], np.float32)))
+        for hf, tlx, kind, _ in table
+    }
+    return unflatten(flat), model_config
+
+
+def resolve_bert_config(model_config: dict):
+    """A tlx "model" section (a run's or a converted one) -> its full `bert.BertConfig`."""
+    return models.build(ml_collections.ConfigDict(dict(model_config))).config
+
+
+def _heads(params: dict) -> tuple[str, ...]:
+    return tuple(k for k in ("mlm_head", "nsp_head", "classifier") if k in params)
+
+
+def tlx_to_hf(params: dict, model_config: dict) -> dict[str, np.ndarray]:
+    """tlx BERT params -> HF tensors (float32, contiguous): BertModel names for an encoder alone,
+    "bert."-prefixed names plus cls.* / classifier.* when heads are present."""
+    cfg = resolve_bert_config(model_config)
+    sizes = dataclasses.asdict(cfg)
+    heads = _heads(params)
+    if "classifier" in heads:
+        sizes["num_classes"] = int(np.shape(params["classifier"]["dense"]["kernel"])[-1])
+    table = _bert_table(sizes, heads, "bert." if heads else "")
+    to_hf = _transforms(cfg.num_heads)
+    flat = flatten(params)
+    problems = [f"tlx parameter {p} is missing" for _, p, _, _ in table if p not in flat]
+    expected_paths = {p for _, p, _, _ in table}
+    problems += [f"tlx parameter {p} has no HF name" for p in flat if p not in expected_paths]
+    out = {}
+    for hf, tlx, kind, shape in table:
+        if tlx not in flat:
+            continue
+        w = np.ascontiguousarray(to_hf[kind][1](np.asarray(flat[tlx], np.float32)))
+        if w.shape != shape:
+            problems.append(
+                f"tlx parameter {tlx} {np.shape(flat[tlx])} gives {hf} {w.shape} != {shape}"
+            )
+        out[hf] = w
+    if problems:
+        raise _problems_error("cannot export the tlx BERT params", problems)
+    return out
+
+
+def bert_hf_config(params: dict, model_config: dict) -> dict:
+    """The HF config.json for the tensors `tlx_to_hf(params, model_config)` writes."""
+    cfg = resolve_bert_config(model_config)
+    heads = _heads(params)
+    arch = {
+        (): "BertModel",
+        ("mlm_head", "nsp_head"): "BertForPreTraining",
+        ("mlm_head",): "BertForMaskedLM",
+        ("classifier",): "BertForSequenceClassification",
+    }.get(heads)
+    if arch is None:
+        raise ConversionError(f"no HF BERT architecture has exactly the heads {heads}")
+    out = {
+        "architectures": [arch],
+        "model_type": "bert",
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.hidden_size,
+        "num_hidden_layers": cfg.num_layers,
+        "num_attention_heads": cfg.num_heads,
+        "intermediate_size": cfg.intermediate_size,
+        "hidden_act": TLX_GELU[cfg.gelu],
+        "hidden_dropout_prob": cfg.dropout_rate,
+        "attention_probs_dropout_prob": cfg.attention_dropout_rate,
+        "max_position_embeddings": cfg.max_position,
+        "type_vocab_size": cfg.type_vocab_size,
+        "initializer_range": 0.02,
+        "layer_norm_eps": cfg.layer_norm_eps,
+        "pad_token_id": 0,
+        "position_embedding_type": "absolute",
+        "use_cache": True,
+        "classifier_dropout": None,
+        "tie_word_embeddings": True,
+    }
+    if "classifier" in heads:
+        n = int(np.shape(params["classifier"]["dense"]["kernel"])[-1])
+        out["id2label"] = {str(k): f"LABEL_{k}" for k in range(n)}
+        out["label2id"] = {f"LABEL_{k}": k for k in range(n)}
+    return out
+
+
+def bert_model_config(params: dict, stored: dict | None) -> dict:
+    """The converted-dir "model" section for `params`: shapes from the tensors, the rest (gelu,
+    layer_norm_eps, dropout) from the run's own `stored` section, whose sizes must agree."""
+    flat = flatten(params)
+
+    def shape(path):
+        if path not in flat:
+            raise ConversionError(f"not a tlx BERT params tree: {path} is missing")
+        return np.shape(flat[path])
+
+    layer_paths = {p.split("/")[2] for p in flat if p.startswith("encoder/layers/layer_")}
+    vocab, hidden = shape("encoder/token_embed/embedding")
+    _, num_heads, _ = shape("encoder/layers/layer_0/attention/query_kernel")
+    inferred = {
+        "num_layers": len(layer_paths),
+        "hidden_size": hidden,
+        "num_heads": num_heads,
+        "intermediate_size": shape("encoder/layers/layer_0/mlp/wi/kernel")[1],
+        "vocab_size": vocab,
+        "max_position": shape("encoder/position_embed/embedding")[0],
+        "type_vocab_size": shape("encoder/segment_embed/embedding")[0],
+    }
+    name = "bert_classifier" if "classifier" in params else "bert_pretrain"
+    extra = {"num_classes": shape("classifier/dense/kernel")[1]} if "classifier" in params else {}
+    if stored is None:
+        logging.warning("no config.json model section: using tlx defaults for gelu, layer_norm_eps")
+        cfg = resolve_bert_config({"name": "bert_pretrain", "size": "custom", **inferred})
+    else:
+        if stored.get("name") != name:
+            raise ConversionError(
+                f"config.json model.name={stored.get('name')!r} but the params are a {name} tree"
+            )
+        cfg = resolve_bert_config(stored)
+        wrong = [
+            f"model.{k}={getattr(cfg, k)} in config.json but the checkpoint has {v}"
+            for k, v in inferred.items()
+            if getattr(cfg, k) != v
+        ]
+        wrong += [
+            f"model.{k}={stored.get(k)} in config.json but the checkpoint has {v}"
+            for k, v in extra.items()
+            if stored.get(k) != v
+        ]
+        if wrong:
+            raise _problems_error("config.json does not describe the checkpoint", wrong)
+    return {
+        "name": name,
+        "size": "custom",
+        **{k: int(v) for k, v in inferred.items()},
+        "layer_norm_eps": cfg.layer_norm_eps,
+        "gelu": cfg.gelu,
+        "dropout_rate": cfg.dropout_rate,
+        "attention_dropout_rate": cfg.attention_dropout_rate,
+        **{k: int(v) for k, v in extra.items()},
+    }
+
+
+def bert_example_batch(model_config: dict) -> dict:
+    length = min(8, int(model_config["max_position"]))
+    ids = np.zeros((1, length), np.int32)  # numpy: eval_shape only needs shapes, no device op
+    return {
+        "input_ids": ids,
+        "segment_ids": ids,
+        "input_mask": np.ones_like(ids),
+        "masked_lm_positions": np.zeros((1, 1), np.int32),
+    }
+
+
+# --- the family registry ------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """The mapping functions of one model family; import/export below are family-agnostic."""
+
+    hf_to_tlx: Callable[[dict, dict], tuple[dict, dict]]  # (HF tensors, HF config) -> tlx
+    tlx_to_hf: Callable[[dict, dict], dict]  # (params, model config) -> HF tensors
+    hf_config: Callable[[dict, dict], dict]  # (params, model config) -> HF config.json
+    model_config: Callable[[dict, dict | None], dict]  # (params, run's section) -> model config
+    example_batch: Callable[[dict], dict]  # model config -> a batch for jax.eval_shape(init)
+
+
+FAMILIES = {
+    "bert": Family(hf_to_tlx, tlx_to_hf, bert_hf_config, bert_model_config, bert_example_batch),
+}
+
+
+def _family(model: str) -> Family:
+    if model not in FAMILIES:
+        raise ConversionError(f"unknown --model={model!r}; expected one of {sorted(FAMILIES)}")
+    return FAMILIES[model]
+
+
+def check_tree(family: Family, params: dict, model_config: dict) -> None:
+    """`params` must match, path for path and shape for shape, the params that `model_config`
+    builds (abstractly); a top-level head absent from `params` is allowed, the encoder is not."""
+    model = models.build(ml_collections.ConfigDict(dict(model_config)))
+    batch = family.example_batch(model_config)
+    abstract = jax.eval_shape(lambda r: model.init(r, batch), jax.random.PRNGKey(0))
+    expected = flatten(nn.unbox(abstract)["params"])
+    got = flatten(params)
+    present = {p.split("/")[0] for p in got}
+    problems = [
+        f"{p} {tuple(x.shape)} is missing"
+        for p, x in expected.items()
+        if p not in got and (p.split("/")[0] in present or p.startswith("encoder/"))
+    ]
+    for p, x in got.items():
+        if p not in expected:
+            problems.append(f"{p} {np.shape(x)} is not a parameter of the model")
+        elif tuple(np.shape(x)) != tuple(expected[p].shape):
+            problems.append(f"{p}: converted {np.shape(x)} != model {tuple(expected[p].shape)}")
+    if problems:
+        raise _problems_error(f"converted params do not fit {model_config['name']}", problems)
+
+
+# --- files: atomic output directories, Orbax in and out -----------------------------------------
+
+
+def _check_dst(dst: str, overwrite: bool) -> str:
+    dst = os.path.abspath(dst)
+    if os.path.exists(dst) and not os.path.isdir(dst):
+        raise ConversionError(f"dst {dst} exists and is not a directory")
+    if os.path.isdir(dst) and os.listdir(dst) and not overwrite:
+        raise ConversionError(f"dst {dst} exists and is not empty; pass --overwrite to replace it")
+    return dst
+
+
+@contextlib.contextmanager
+def _atomic_dir(dst: str, overwrite: bool):
+    """Yields a temporary sibling of `dst`, renamed to `dst` only if the block succeeds."""
+    dst = _check_dst(dst, overwrite)
+    parent = os.path.dirname(dst)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(dst)}.tmp-", dir=parent)
+    os.chmod(tmp, 0o755)
+    try:
+        yield tmp
+        if os.path.exists(dst):
+            old = tmp + ".old"
+            os.rename(dst, old)
+            os.rename(tmp, dst)
+            shutil.rmtree(old)
+        else:
+            os.rename(tmp, dst)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _copy_vocab(src_dir: str, dst_dir: str) -> None:
+    vocab = os.path.join(src_dir, "vocab.txt")
+    if os.path.isfile(vocab):
+        shutil.copyfile(vocab, os.path.join(dst_dir, "vocab.txt"))
+
+
+def _write_orbax(directory: str, params: dict, meta: dict) -> None:
+    mngr = checkpoint.manager(
+        os.path.join(directory, "checkpoints"), every=1, max_to_keep=None, async_save=False
+    )
+    mngr.save(
+        0,
+        args=ocp.args.Composite(params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta)),
+        force=True,
+    )
+    mngr.wait_until_finished()
+    mngr.close()
+
+
+def read_checkpoint(src: str) -> tuple[dict, dict | None, int]:
+    """(params as numpy, the "model" section of the run's config.json or None, step) from the
+    latest step under `src`: a run dir, a converted dir, or a checkpoints dir itself."""
+    src = os.path.abspath(src)
+    ckpt_dir, run_dir = os.path.join(src, "checkpoints"), src
+    if not os.path.isdir(ckpt_dir):
+        ckpt_dir, run_dir = src, os.path.dirname(src)
+    if not os.path.isdir(ckpt_dir):
+        raise ConversionError(f"src {src} is not a directory")
+    mngr = ocp.CheckpointManager(
+        ckpt_dir,
+        options=ocp.CheckpointManagerOptions(create=False, read_only=True),
+        item_handlers={"params": ocp.StandardCheckpointHandler()},
+    )
+    step = mngr.latest_step()
+    if step is None:
+        raise ConversionError(f"src {src}: no Orbax checkpoint found in {ckpt_dir}")
+    cpu = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
+    target = jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(tuple(m.shape), np.dtype(m.dtype), sharding=cpu),
+        mngr.item_metadata(step)["params"],
+    )
+    restored = mngr.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target)))[
+        "params"
+    ]
+    mngr.close()
+    params = jax.tree.map(np.asarray, restored)
+    config_path = os.path.join(run_dir, "config.json")
+    stored = None
+    if os.path.isfile(config_path):
+        with open(config_path) as f:
+            stored = json.load(f).get("model")
+    return params, stored, step
+
+
+def import_hf(model: str, src: str, dst: str, overwrite: bool = False) -> dict:
+    """HF_DIR -> tlx converted dir; returns the tlx model config section it wrote."""
+    family = _family(model)
+    _check_dst(dst, overwrite)
+    src = os.path.abspath(src)
+    for name in ("config.json", "model.safetensors"):
+        if not os.path.isfile(os.path.join(src, name)):
+            raise ConversionError(f"src {src} has no {name} (only safetensors files are read)")
+    with open(os.path.join(src, "config.json")) as f:
+        hf_config = json.load(f)
+    state_dict = safetensors.numpy.load_file(os.path.join(src, "model.safetensors"))
+    params, model_config = family.hf_to_tlx(state_dict, hf_config)
+    check_tree(family, params, model_config)
+    meta = {"step": 0, "source": src, "converted_from": f"hf_{model}"}
+    with _atomic_dir(dst, overwrite) as tmp:
+        _write_orbax(tmp, params, meta)
+        with open(os.path.join(tmp, "config.json"), "w") as f:
+            json.dump({"model": model_config}, f, indent=2)
+        _copy_vocab(src, tmp)
+    return model_config
+
+
+def export_hf(model: str, src: str, dst: str, overwrite: bool = False) -> dict:
+    """tlx run / converted dir -> HF_DIR; returns the HF config.json it wrote."""
+    family = _family(model)
+    _check_dst(dst, overwrite)
+    src = os.path.abspath(src)
+    params, stored, _ = read_checkpoint(src)
+    model_config = family.model_config(params, stored)
+    check_tree(family, params, model_config)
+    tensors = family.tlx_to_hf(params, model_config)
+    hf_config = family.hf_config(params, model_config)
+    run_dir = src if os.path.isdir(os.path.join(src, "checkpoints")) else os.path.dirname(src)
+    with _atomic_dir(dst, overwrite) as tmp:
+        weights = os.path.join(tmp, "model.safetensors")
+        # HF's loader requires the "format" metadata; safetensors creates the file owner-only.
+        safetensors.numpy.save_file(tensors, weights, metadata={"format": "pt"})
+        os.chmod(weights, 0o644)
+        with open(os.path.join(tmp, "config.json"), "w") as f:
+            json.dump(hf_config, f, indent=2)
+        _copy_vocab(run_dir, tmp)
+    return hf_config
+
+
+def import_hf_bert(src: str, dst: str, overwrite: bool = False) -> dict:
+    return import_hf("bert", src, dst, overwrite)
+
+
+def export_hf_bert(src: str, dst: str, overwrite: bool = False) -> dict:
+    return export_hf("bert", src, dst, overwrite)
+
+
+# --- command line -------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m tlx.convert", description=__doc__.split("\n")[0]
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for command, text in (
+        ("import-hf", "HF_DIR (config.json + model.safetensors) -> tlx converted dir"),
+        ("export-hf", "tlx run / converted / checkpoints dir -> HF_DIR"),
+    ):
+        p = sub.add_parser(command, help=text)
+        p.add_argument("--model", required=True, choices=sorted(FAMILIES))
+        p.add_argument("--src", required=True)
+        p.add_argument("--dst", required=True)
+        p.add_argument("--overwrite", action="store_true", help="replace a non-empty --dst")
+    args = parser.parse_args(argv)
+    run = import_hf if args.command == "import-hf" else export_hf
+    try:
+        out = run(args.model, args.src, args.dst, args.overwrite)
+    except ConversionError as e:
+        sys.exit(f"error: {e}")
+    print(f"wrote {os.path.abspath(args.dst)}:\n{json.dumps(out, indent=2)}")
+
+
+if __name__ == "__main__":
+    main()
