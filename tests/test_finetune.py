@@ -193,3 +193,24 @@ def test_multitask_classifier_routes_each_example_to_its_task_head():
     only_second = {**batch, "task_id": jnp.array([1, 1], jnp.int32)}
     other = model.apply({"params": params}, only_second)[0]["logits"]
     np.testing.assert_allclose(other[1], logits[1], rtol=1e-6)
+
+
+def test_init_dir_sets_shape_vocabulary_and_source(tmp_path):
+    shape = {"num_layers": 6, "hidden_size": 384, "num_heads": 12, "intermediate_size": 1536}
+    model = {"name": "bert_pretrain", "size": "custom", "vocab_size": 30522, "gelu": "erf", **shape}
+    (tmp_path / "config.json").write_text(json.dumps({"model": model}))
+    (tmp_path / "vocab.txt").write_text("[PAD]\n")
+    cfg = finetune.get_config(f"task=wnut17_ner,init={tmp_path}")
+    assert (cfg.model.size, cfg.model.num_layers, cfg.model.hidden_size) == ("custom", 6, 384)
+    assert cfg.model.gelu == "erf" and cfg.model.name == "bert_tagger"
+    assert cfg.model.num_classes == 13  # O + B/I x 6 WNUT-17 types
+    assert cfg.data.vocab == f"wordpiece:{tmp_path / 'vocab.txt'}"
+    assert cfg.transfer.init_from == str(tmp_path)
+    # A tlx run dir: size and the run's own vocabulary spec.
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(
+        json.dumps({"model": {"size": "mini", "vocab_size": 8000}, "data": {"vocab": "sp8000"}})
+    )
+    cfg = finetune.get_config(f"task=sst2,init={run}")
+    assert (cfg.model.size, cfg.model.vocab_size, cfg.data.vocab) == ("mini", 8000, "sp8000")
