@@ -80,11 +80,11 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state, shardings):
     return step, restored["params"], restored["opt_state"], restored["meta"]
 
 
-def _flat(tree) -> dict:
+def flatten(tree) -> dict:
     return {path_str(p): x for p, x in jax.tree_util.tree_leaves_with_path(tree)}
 
 
-def _unflatten(flat: dict) -> dict:
+def unflatten(flat: dict) -> dict:
     tree: dict = {}
     for path, value in flat.items():
         node = tree
@@ -120,9 +120,9 @@ def load_pretrained(
     step = mngr.latest_step()
     if step is None:
         raise TransferError(f"init_from={init_from!r}: no Orbax checkpoint found in {ckpt_dir}")
-    stored = _flat(mngr.item_metadata(step)["params"])
-    model = _flat(params)
-    shard = _flat(param_shardings)
+    stored = flatten(mngr.item_metadata(step)["params"])
+    model = flatten(params)
+    shard = flatten(param_shardings)
     keep_init = [re.compile(r) for r in dont_load]
     unused = [re.compile(r) for r in ignore]
 
@@ -155,9 +155,9 @@ def load_pretrained(
         )
         for path, meta in stored.items()
     }
-    restored = _flat(
+    restored = flatten(
         mngr.restore(
-            step, args=ocp.args.Composite(params=ocp.args.StandardRestore(_unflatten(target)))
+            step, args=ocp.args.Composite(params=ocp.args.StandardRestore(unflatten(target)))
         )["params"]
     )
     mngr.close()

@@ -1,0 +1,5 @@
+"""`python -m tlx.convert import-hf|export-hf ...`"""
+
+from tlx.convert import main
+
+main()
