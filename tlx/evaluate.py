@@ -41,13 +41,15 @@ def downstream(task_name: str):
         return None
 
 
-def make_predict_step(model, kind: str):
-    """(params, batch) -> argmax predictions with the targets needed to score them (global)."""
+def make_predict_step(model, objective, kind: str):
+    """(params, batch) -> the objective's metrics, argmax predictions and the targets needed to
+    score them (global), from one forward pass."""
 
     def predict(params, batch):
         outputs, _ = model.apply({"params": params}, batch, train=False)
         out = {k: batch[k] for k in (*TARGETS[kind], "example_weight")}
         out["prediction"] = jnp.argmax(outputs["logits"], -1).astype(jnp.int32)
+        out["metrics"] = objective(outputs, batch)[1]
         return out
 
     return predict
@@ -89,9 +91,12 @@ def score(setup, cfg, params, global_batch: int, split: str) -> dict[str, float]
     window, collected = [], []
     for _, local in zip(range(steps), batches, strict=False):
         batch = partitioning.global_batch(local, setup.batch_sharding)
-        window.append(setup.eval_step(params, batch))
-        if info is not None:
-            collected.append(jax.device_get(setup.predict_step(params, batch)))
+        if info is None:
+            window.append(setup.eval_step(params, batch))
+            continue
+        out = jax.device_get(setup.predict_step(params, batch))
+        window.append(out.pop("metrics"))
+        collected.append(out)
     metrics = reduce(window)
     if info is None:
         return metrics

@@ -173,7 +173,7 @@ def build(cfg: ml_collections.ConfigDict, example_batch: dict, devices=None) -> 
     if info is not None:
         predict_step = in_mesh(
             jax.jit(
-                with_rules(evaluate.make_predict_step(model, info.kind)),
+                with_rules(evaluate.make_predict_step(model, objective, info.kind)),
                 in_shardings=(state_shardings.params, batch_sharding),
                 out_shardings=replicated,
             )
