@@ -1,6 +1,21 @@
 """Pieces every config shares: argument parsing and the default training sections."""
 
+import json
+import os
+
 import ml_collections
+
+# Sequence lengths that cover (nearly) every example of each downstream task with the BERT
+# WordPiece vocabulary; the tagging tests report the truncation rate.
+DOWNSTREAM_SEQ_LEN = {
+    "sst2": 64,
+    "trec": 32,
+    "mrpc": 128,
+    "rte": 128,
+    "conll2003_ner": 128,
+    "wnut17_ner": 64,
+    "ud_ewt_upos": 128,
+}
 
 
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
@@ -64,3 +79,17 @@ def base_config() -> ml_collections.ConfigDict:
         }
     )
     return c
+
+
+def init_source(path: str, shape_keys) -> tuple[dict, str]:
+    """(model shape, vocab spec) of a pretrained run or converted checkpoint directory: the
+    model keys in `shape_keys` (plus size) from DIR/config.json, and DIR/vocab.txt if present,
+    else the run's data.vocab."""
+    with open(os.path.join(path, "config.json")) as f:
+        src = json.load(f)
+    model = {k: v for k, v in src["model"].items() if k in shape_keys or k == "size"}
+    if os.path.exists(os.path.join(path, "vocab.txt")):
+        vocab = "wordpiece:" + os.path.abspath(os.path.join(path, "vocab.txt"))
+    else:
+        vocab = src.get("data", {}).get("vocab", "bert_uncased")
+    return model, vocab

@@ -19,7 +19,10 @@ def reduce(window: list[dict]) -> dict[str, float]:
             acc = totals.setdefault(name, [0.0, 0.0])
             acc[0] += float(np.asarray(s))
             acc[1] += float(np.asarray(c))
-    return {k: s / c if c else float("nan") for k, (s, c) in totals.items()}
+    out = {k: s / c if c else float("nan") for k, (s, c) in totals.items()}
+    if "lm_loss" in out:  # derived: perplexity of the window's tokens
+        out["perplexity"] = math.exp(min(out["lm_loss"], 50.0))
+    return out
 
 
 class MetricsLog:
@@ -67,6 +70,7 @@ SHOWN = (
     "mlm_accuracy",
     "nsp_accuracy",
     "accuracy",
+    "perplexity",
     "lr",
     "tokens_per_sec",
     "eval/loss",
@@ -76,4 +80,5 @@ SHOWN = (
     "eval/f1",
     "eval/token_accuracy",
     "eval/average",
+    "eval/perplexity",
 )

@@ -5,8 +5,10 @@ sums with their counts so that logging windows and eval passes average them exac
 batch carries `example_weight` (0 marks padding examples added to fill an eval batch).
 """
 
+import functools
 from collections.abc import Callable
 
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -69,14 +71,127 @@ def tagging(outputs: dict, batch: dict):
     return loss, {"loss": (xent, n), "token_accuracy": (correct, n)}
 
 
+# ---------------------------------------------------------------------------- causal LM
+# Over a 50k vocabulary the tied output projection and its cross-entropy are most of a small
+# GPT's step. `tied_xent` never materialises [B, L, V] logits: it scans over chunks of positions,
+# and under differentiation computes each chunk's gradients in the same pass (softmax - onehot,
+# then dh = dlogits E and dE += dlogits^T h), so the backward pass costs no recomputation.
+
+XENT_CHUNK = 32  # positions per chunk: [B, 32, V] float32 logits live at a time
+
+
+def _chunked(x, chunk: int):
+    """[B, L, ...] -> [L / chunk, B, chunk, ...] (L padded with zeros to a multiple)."""
+    pad = -x.shape[1] % chunk
+    x = jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
+    x = x.reshape(x.shape[0], -1, chunk, *x.shape[2:])
+    return jnp.moveaxis(x, 1, 0)
+
+
+def _xent_scan(hidden, embedding, targets, weights, chunk: int, grads: bool):
+    emb = embedding.astype(hidden.dtype)
+    hs, ts, ws = (_chunked(a, chunk) for a in (hidden, targets, weights.astype(jnp.float32)))
+
+    def step(d_emb, xs):
+        h, t, w = xs  # [B, C, D], [B, C], [B, C]
+        logits = jnp.einsum("bcd,vd->bcv", h, emb, preferred_element_type=jnp.float32)
+        lse = jax.nn.logsumexp(logits, -1)  # [B, C]
+        target_logit = jnp.take_along_axis(logits, t[..., None], -1)[..., 0]
+        xent = ((lse - target_logit) * w).sum()
+        correct = ((jnp.argmax(logits, -1) == t) * w).sum()
+        if not grads:
+            return d_emb, (xent, correct, None)
+        d_logits = jnp.exp(logits - lse[..., None]) - jax.nn.one_hot(t, logits.shape[-1])
+        d_logits = (d_logits * w[..., None]).astype(hidden.dtype)  # [B, C, V]
+        d_h = jnp.einsum("bcv,vd->bcd", d_logits, emb, preferred_element_type=jnp.float32)
+        d_emb = d_emb + jnp.einsum("bcv,bcd->vd", d_logits, h, preferred_element_type=jnp.float32)
+        return d_emb, (xent, correct, d_h.astype(hidden.dtype))
+
+    init = jnp.zeros(embedding.shape, jnp.float32) if grads else None
+    d_emb, (xent, correct, d_h) = jax.lax.scan(step, init, (hs, ts, ws))
+    if grads:
+        d_h = jnp.moveaxis(d_h, 0, 1).reshape(hidden.shape[0], -1, hidden.shape[2])
+        d_h = d_h[:, : hidden.shape[1]]
+        d_emb = d_emb.astype(embedding.dtype)
+    return xent.sum(), correct.sum(), d_h, d_emb
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def tied_xent(hidden, embedding, targets, weights, chunk: int = XENT_CHUNK):
+    """Weighted sums (cross-entropy, correct) of logits = hidden [B, L, D] . embedding [V, D]^T
+    against targets [B, L]; differentiable in hidden and embedding (not weights)."""
+    xent, correct, _, _ = _xent_scan(hidden, embedding, targets, weights, chunk, grads=False)
+    return xent, correct
+
+
+def _tied_xent_fwd(hidden, embedding, targets, weights, chunk):
+    xent, correct, d_h, d_emb = _xent_scan(hidden, embedding, targets, weights, chunk, True)
+    return (xent, correct), (d_h, d_emb)
+
+
+def _tied_xent_bwd(chunk, residuals, cotangents):
+    d_h, d_emb = residuals
+    g = cotangents[0]  # the correct-count output is not differentiable
+    return (g * d_h).astype(d_h.dtype), (g * d_emb).astype(d_emb.dtype), None, None
+
+
+tied_xent.defvjp(_tied_xent_fwd, _tied_xent_bwd)
+
+
+def next_token_targets(batch: dict) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """(targets [B, L], weights [B, L]): position t predicts token t + 1 of the same document.
+
+    Packed rows carry `document_ids` (0 = padding); otherwise `input_mask` marks one document.
+    The last token of a document, padding and the row's last position predict nothing."""
+    ids = batch["input_ids"]
+    doc = batch.get("document_ids", batch.get("input_mask", jnp.ones_like(ids)))
+    targets = jnp.pad(ids[:, 1:], ((0, 0), (0, 1)))
+    same = (doc[:, 1:] == doc[:, :-1]) & (doc[:, 1:] > 0)
+    weights = jnp.pad(same, ((0, 0), (0, 1))).astype(jnp.float32)
+    return targets, weights * _example_weight(batch)[:, None]
+
+
+def _lm_sums(outputs: dict, batch: dict):
+    targets, weights = next_token_targets(batch)
+    xent, correct = tied_xent(outputs["lm_hidden"], outputs["lm_embedding"], targets, weights)
+    return xent, correct, weights.sum()
+
+
+def causal_lm(outputs: dict, batch: dict):
+    """L = -sum_t log p(y_t | y_<t), averaged over predicted tokens (perplexity = exp(lm_loss))."""
+    xent, correct, n = _lm_sums(outputs, batch)
+    loss = xent / jnp.maximum(n, 1e-8)
+    return loss, {"loss": (xent, n), "lm_loss": (xent, n), "lm_accuracy": (correct, n)}
+
+
+def with_lm_aux(task: Objective, lm_coef: float) -> Objective:
+    """GPT-1 finetuning: L = L_task + lm_coef * L_lm, the LM loss over the task's own inputs."""
+
+    def objective(outputs: dict, batch: dict):
+        loss, metrics = task(outputs, batch)
+        xent, correct, n = _lm_sums(outputs, batch)
+        lm_loss = xent / jnp.maximum(n, 1e-8)
+        total = loss + lm_coef * lm_loss
+        metrics = {**metrics, "task_loss": metrics["loss"], "loss": (total, 1.0)}
+        return total, {**metrics, "lm_loss": (xent, n), "lm_accuracy": (correct, n)}
+
+    return objective
+
+
 OBJECTIVES: dict[str, Objective] = {
     "mlm_nsp": mlm_nsp,
     "classification": classification,
     "tagging": tagging,
+    "causal_lm": causal_lm,
 }
 
 
-def get(name: str) -> Objective:
+def get(name: str, lm_coef: float = 0.0) -> Objective:
+    """The named objective; lm_coef > 0 adds GPT-1's auxiliary LM loss to a task objective."""
     if name not in OBJECTIVES:
         raise ValueError(f"unknown objective {name!r}; expected one of {sorted(OBJECTIVES)}")
+    if lm_coef:
+        if name not in ("classification", "tagging"):
+            raise ValueError(f"lm_coef applies to task objectives, not {name!r}")
+        return with_lm_aux(OBJECTIVES[name], lm_coef)
     return OBJECTIVES[name]

@@ -112,7 +112,7 @@ def build(cfg: ml_collections.ConfigDict, example_batch: dict, devices=None) -> 
     mesh = partitioning.make_mesh(dict(cfg.mesh), devices)
     rules = partitioning.rules_from_config(cfg.partition_rules)
     model = models.build(cfg.model)
-    objective = objectives.get(cfg.objective)
+    objective = objectives.get(cfg.objective, cfg.get("lm_coef", 0.0))
     dummy = {k: jnp.zeros(v.shape, v.dtype) for k, v in example_batch.items()}
 
     boxed = jax.eval_shape(lambda r: model.init(r, dummy), jax.random.PRNGKey(0))["params"]
@@ -256,6 +256,8 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str
     cfg = ml_collections.ConfigDict(cfg.to_dict())  # unlocked copy: we add the resolved task
     cfg.data.task_name = resolve_task(cfg)
     vocab_size = data_pipelines.vocabularies.get_vocabulary(cfg.data.vocab).vocab_size
+    if "vocab_size" in cfg.model and cfg.model.vocab_size is None:  # "the data's vocabulary"
+        cfg.model.vocab_size = vocab_size
     if cfg.model.get("vocab_size") not in (None, vocab_size):
         raise ValueError(
             f"model.vocab_size={cfg.model.vocab_size} but data.vocab={cfg.data.vocab!r} has "

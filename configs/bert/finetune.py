@@ -27,22 +27,9 @@ Arguments (after the colon, comma-separated):
 Without `init` / transfer.init_from the same model trains from scratch.
 """
 
-import json
-import os
-
 from configs import common
 
-# Sequence lengths that cover (nearly) every example of each task with the BERT WordPiece
-# vocabulary; the tagging tests report the truncation rate.
-SEQ_LEN = {
-    "sst2": 64,
-    "trec": 32,
-    "mrpc": 128,
-    "rte": 128,
-    "conll2003_ner": 128,
-    "wnut17_ner": 64,
-    "ud_ewt_upos": 128,
-}
+SEQ_LEN = common.DOWNSTREAM_SEQ_LEN
 SHAPE = (
     "num_layers",
     "hidden_size",
@@ -54,18 +41,6 @@ SHAPE = (
     "layer_norm_eps",
     "gelu",
 )
-
-
-def _init_source(path: str) -> tuple[dict, str]:
-    """(model shape, vocab spec) of a pretrained run or converted checkpoint directory."""
-    with open(os.path.join(path, "config.json")) as f:
-        src = json.load(f)
-    model = {k: v for k, v in src["model"].items() if k in SHAPE or k == "size"}
-    if os.path.exists(os.path.join(path, "vocab.txt")):
-        vocab = "wordpiece:" + os.path.abspath(os.path.join(path, "vocab.txt"))
-    else:
-        vocab = src.get("data", {}).get("vocab", "bert_uncased")
-    return model, vocab
 
 
 def get_config(arg=None):
@@ -141,7 +116,7 @@ def get_config(arg=None):
         c.data.options = dict(tasks=list(members), rates=args.rates)
         c.train.epochs, c.train.steps, c.train.eval_every = 0.0, 1000, 250
     if args.init:
-        shape, c.data.vocab = _init_source(args.init)
+        shape, c.data.vocab = common.init_source(args.init, SHAPE)
         c.model.update(shape)
         c.transfer.init_from = args.init
         if c.model.size not in ("tiny", "mini", "small", "base", "large", "custom"):

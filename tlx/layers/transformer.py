@@ -28,6 +28,8 @@ class TransformerConfig:
     layer_norm_eps: float = 1e-12
     gelu: Literal["tanh", "erf"] = "tanh"
     norm_position: Literal["post", "pre"] = "post"
+    # GPT-2: the projections that write into the residual stream start at std 0.02 / sqrt(2 N).
+    scale_residual_init: bool = False
     dtype: str = "float32"
 
     @property
@@ -62,6 +64,7 @@ class Mlp(nn.Module):
     gelu: str = "tanh"
     dtype: jnp.dtype = jnp.float32
     kernel_init: Callable = default_init
+    out_init: Callable | None = None
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -78,7 +81,9 @@ class Mlp(nn.Module):
         return nn.Dense(
             d,
             dtype=self.dtype,
-            kernel_init=nn.with_logical_partitioning(self.kernel_init, ("mlp", "embed")),
+            kernel_init=nn.with_logical_partitioning(
+                self.out_init or self.kernel_init, ("mlp", "embed")
+            ),
             bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
             name="wo",
         )(h)
@@ -90,26 +95,31 @@ class TransformerBlock(nn.Module):
     config: TransformerConfig
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray, bias: jnp.ndarray, *, deterministic: bool) -> jnp.ndarray:
+    def __call__(self, x, bias, *, deterministic: bool, decode: bool = False) -> jnp.ndarray:
         cfg = self.config
         dtype = jnp.dtype(cfg.dtype)
         drop = lambda y: nn.Dropout(cfg.dropout_rate)(y, deterministic=deterministic)  # noqa: E731
+        out_init = None
+        if cfg.scale_residual_init:
+            out_init = nn.initializers.normal(0.02 / (2 * cfg.num_layers) ** 0.5)
         attn = MultiHeadAttention(
             num_heads=cfg.num_heads,
             head_dim=cfg.head_dim,
             dropout_rate=cfg.attention_dropout_rate,
             dtype=dtype,
+            out_init=out_init,
             name="attention",
         )
-        mlp = Mlp(cfg.intermediate_size, gelu=cfg.gelu, dtype=dtype, name="mlp")
+        mlp = Mlp(cfg.intermediate_size, gelu=cfg.gelu, dtype=dtype, out_init=out_init, name="mlp")
         ln_attn = layer_norm(cfg.layer_norm_eps, "attention_ln", dtype)
         ln_mlp = layer_norm(cfg.layer_norm_eps, "mlp_ln", dtype)
+        attend = lambda y: attn(y, bias, deterministic=deterministic, decode=decode)  # noqa: E731
 
         if cfg.norm_position == "post":
-            x = ln_attn(x + drop(attn(x, bias, deterministic=deterministic)))
+            x = ln_attn(x + drop(attend(x)))
             x = ln_mlp(x + drop(mlp(x)))
         else:
-            x = x + drop(attn(ln_attn(x), bias, deterministic=deterministic))
+            x = x + drop(attend(ln_attn(x)))
             x = x + drop(mlp(ln_mlp(x)))
         return nn.with_logical_constraint(x, ("batch", "length", "embed"))
 
@@ -120,11 +130,11 @@ class TransformerStack(nn.Module):
     config: TransformerConfig
 
     @nn.compact
-    def __call__(self, x, bias, *, deterministic: bool):
+    def __call__(self, x, bias, *, deterministic: bool, decode: bool = False):
         states = []
         for i in range(self.config.num_layers):
             x = TransformerBlock(self.config, name=f"layer_{i}")(
-                x, bias, deterministic=deterministic
+                x, bias, deterministic=deterministic, decode=decode
             )
             states.append(x)
         return x, states

@@ -2,7 +2,7 @@
 
 import ml_collections
 
-from tlx.models import bert
+from tlx.models import bert, gpt
 
 
 def build(cfg: ml_collections.ConfigDict):
@@ -38,7 +38,23 @@ def build(cfg: ml_collections.ConfigDict):
         return bert.BertForSequenceClassification(bert_cfg(), num_classes=n, **task_head)
     if cfg.name == "bert_tagger":
         return bert.BertForTokenClassification(bert_cfg(), cfg.num_classes, **task_head)
+    if cfg.name.startswith("gpt_"):
+        overrides.pop("type_vocab_size", None)
+        gpt_cfg = gpt.config_for_size(cfg.size, cfg.get("variant", "gpt2"), **overrides)
+        if cfg.name == "gpt_lm":
+            return gpt.GptForCausalLM(gpt_cfg)
+        if cfg.name == "gpt_classifier":
+            return gpt.GptForSequenceClassification(gpt_cfg, cfg.num_classes, **task_head)
+        if cfg.name == "gpt_tagger":
+            return gpt.GptForTokenClassification(gpt_cfg, cfg.num_classes, **task_head)
     raise ValueError(f"unknown model.name {cfg.name!r}; expected one of {MODELS}")
 
 
-MODELS = ("bert_pretrain", "bert_classifier", "bert_tagger")
+MODELS = (
+    "bert_pretrain",
+    "bert_classifier",
+    "bert_tagger",
+    "gpt_lm",
+    "gpt_classifier",
+    "gpt_tagger",
+)

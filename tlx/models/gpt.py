@@ -1,0 +1,233 @@
+"""GPT (Radford et al., 2018) and GPT-2 (2019): decoder-only transformer, causal LM, finetuning.
+
+Two variants of one decoder, picked by `variant`:
+  gpt1  post-LN blocks (LayerNorm after each residual add), no final LayerNorm;
+  gpt2  pre-LN blocks, a final LayerNorm (`final_ln`), residual projections initialised at
+        0.02 / sqrt(2 N) (N layers).
+Both: learned position embeddings, LayerNorm eps 1e-5, tanh-approximated GELU, output logits
+through the tied token embedding (no output bias), truncated-normal(0.02) init.
+
+Packed rows: `document_ids` [B, L] (0 = padding) keep attention inside each document and
+`positions` [B, L] restart at 0 at each document start. Without them a row is one document
+(`input_mask` marks its tokens). `decode=True` runs on a key/value cache (see tlx/generate.py).
+
+Finetuning (GPT-1 section 3.3): the task input is framed `<s> text <e>` or `<s> a $ b <e>` by
+the data pipeline (framing="gpt"); the classifier reads the final state at the extract token
+`<e>`, the last token of each row, and the LM auxiliary loss (objective `lm_coef`) reads the
+same decoder's states through the tied embedding.
+"""
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from tlx import heads
+from tlx.layers.attention import document_bias
+from tlx.layers.embed import Embed
+from tlx.layers.transformer import TransformerConfig, TransformerStack, layer_norm
+
+SIZES = {
+    # name: (layers, hidden, heads, intermediate)
+    "tiny": (2, 128, 2, 512),
+    "mini": (4, 256, 4, 1024),
+    "small": (12, 768, 12, 3072),  # GPT-1 and GPT-2 small (117M / 124M)
+}
+SHAPE_KEYS = ("num_layers", "hidden_size", "num_heads", "intermediate_size")
+VARIANTS = ("gpt1", "gpt2")
+
+
+@dataclasses.dataclass(frozen=True)
+class GptConfig(TransformerConfig):
+    variant: str = "gpt2"
+
+    def __post_init__(self):
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown GPT variant {self.variant!r}; expected one of {VARIANTS}")
+
+
+def config_for_size(size: str, variant: str = "gpt2", **overrides) -> GptConfig:
+    """A named size (or 'custom' with the shape in overrides) of either variant."""
+    if size == "custom":
+        missing = [k for k in SHAPE_KEYS if overrides.get(k) is None]
+        if missing:
+            raise ValueError(f"size='custom' needs model.{', model.'.join(missing)}")
+        kw = {}
+    elif size in SIZES:
+        kw = dict(zip(SHAPE_KEYS, SIZES[size], strict=True))
+    else:
+        raise ValueError(f"unknown GPT size {size!r}; expected 'custom' or one of {sorted(SIZES)}")
+    kw.update(
+        vocab_size=50257,
+        max_position=1024 if variant == "gpt2" else 512,
+        layer_norm_eps=1e-5,
+        gelu="tanh",
+    )
+    kw.update({k: v for k, v in overrides.items() if v is not None})
+    pre = variant == "gpt2"
+    return GptConfig(
+        **kw,
+        variant=variant,
+        norm_position="pre" if pre else "post",
+        scale_residual_init=pre,
+    )
+
+
+class GptDecoder(nn.Module):
+    """(final states [B, L, D], {'hidden_states': [embeddings, layer_0, ..., layer_N-1]}).
+
+    For gpt2 the last entry of hidden_states is after the final LayerNorm (as HF reports it)."""
+
+    config: GptConfig
+
+    def setup(self):
+        cfg = self.config
+        dtype = jnp.dtype(cfg.dtype)
+        self.token_embed = Embed(cfg.vocab_size, cfg.hidden_size, dtype=dtype)
+        self.position_embed = Embed(
+            cfg.max_position, cfg.hidden_size, axes=("position", "embed"), dtype=dtype
+        )
+        self.embed_dropout = nn.Dropout(cfg.dropout_rate)
+        self.layers = TransformerStack(cfg)
+        if cfg.variant == "gpt2":
+            self.final_ln = layer_norm(cfg.layer_norm_eps, "final_ln", dtype)
+        self.decode_position = _DecodePosition()
+
+    def __call__(self, input_ids, *, document_ids=None, positions=None, deterministic: bool,
+                 decode: bool = False):  # fmt: skip
+        length = input_ids.shape[1]
+        if decode:
+            positions = self.decode_position(input_ids)
+            bias = None
+        else:
+            if length > self.config.max_position:
+                raise ValueError(
+                    f"sequence length {length} exceeds max_position={self.config.max_position}"
+                )
+            if document_ids is None:
+                document_ids = jnp.ones_like(input_ids)
+            if positions is None:
+                positions = jnp.broadcast_to(jnp.arange(length)[None], input_ids.shape)
+            bias = document_bias(document_ids)  # [B, 1, L, L]
+        x = self.token_embed(input_ids) + self.position_embed(positions)  # [B, L, D]
+        x = self.embed_dropout(x, deterministic=deterministic)
+        x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+        out, states = self.layers(x, bias, deterministic=deterministic, decode=decode)
+        if self.config.variant == "gpt2":
+            out = self.final_ln(out)
+            states = [*states[:-1], out]
+        return out, {"hidden_states": [x, *states]}
+
+    def decode_logits(self, h: jnp.ndarray) -> jnp.ndarray:
+        """Tied output projection through the token embedding: [..., D] -> [..., V] float32."""
+        return self.token_embed.attend(h).astype(jnp.float32)
+
+    def output_embedding(self) -> jnp.ndarray:
+        return self.token_embed.embedding  # [V, D]
+
+
+class _DecodePosition(nn.Module):
+    """Positions [B, T] of the T tokens fed to a decode step, counted in the `cache` collection."""
+
+    @nn.compact
+    def __call__(self, input_ids):
+        ready = self.has_variable("cache", "position")
+        pos = self.variable("cache", "position", lambda: jnp.zeros((), jnp.int32))
+        length = input_ids.shape[1]
+        start = pos.value if ready else 0
+        if ready:
+            pos.value = start + length
+        return jnp.broadcast_to(start + jnp.arange(length)[None], input_ids.shape)
+
+
+def _decoder_inputs(batch) -> dict:
+    """Packing features if present, else one document per row marked by input_mask."""
+    kw = {k: batch[k] for k in ("document_ids", "positions") if k in batch}
+    if "document_ids" not in kw and "input_mask" in batch:
+        kw["document_ids"] = batch["input_mask"]
+    return kw
+
+
+class GptForCausalLM(nn.Module):
+    """Returns {'lm_hidden' [B, L, D], 'lm_embedding' [V, D]} so the loss can fuse the tied
+    [V, D] projection with the cross-entropy (objectives.causal_lm) instead of materialising
+    [B, L, V] logits; `logits` (decode / generation) computes them."""
+
+    config: GptConfig
+
+    def setup(self):
+        self.decoder = GptDecoder(self.config)
+
+    def __call__(self, batch, *, train: bool = False):
+        h, inter = self.decoder(
+            batch["input_ids"], **_decoder_inputs(batch), deterministic=not train
+        )
+        return {"lm_hidden": h, "lm_embedding": self.decoder.output_embedding()}, inter
+
+    def logits(self, input_ids, *, decode: bool = False, **kw):
+        """[B, L] ids -> [B, L, V] next-token logits (float32)."""
+        h, _ = self.decoder(input_ids, deterministic=True, decode=decode, **kw)
+        return self.decoder.decode_logits(h)
+
+
+def _last_token(batch) -> jnp.ndarray:
+    """[B] index of each row's last real token: the extract token `<e>` under gpt framing."""
+    mask = batch.get("input_mask")
+    if mask is None:
+        return jnp.full(batch["input_ids"].shape[:1], batch["input_ids"].shape[1] - 1)
+    return jnp.maximum(mask.sum(-1).astype(jnp.int32) - 1, 0)
+
+
+class _GptTask(nn.Module):
+    """Decoder + task head; also returns the LM auxiliary inputs (used when lm_coef > 0)."""
+
+    config: GptConfig
+    num_classes: int
+    features: str = "last"
+    head_hidden: int = 0
+    frozen_encoder: bool = False
+
+    def _decode(self, batch, train: bool):
+        """A frozen decoder (feature-based transfer) runs deterministically under stop_gradient."""
+        decoder = GptDecoder(self.config, name="decoder")
+        deterministic = not train or self.frozen_encoder
+        h, inter = decoder(
+            batch["input_ids"], **_decoder_inputs(batch), deterministic=deterministic
+        )
+        if self.frozen_encoder:
+            h, inter = jax.lax.stop_gradient((h, inter))
+        lm = {"lm_hidden": h, "lm_embedding": decoder.output_embedding()}
+        return h, inter, lm
+
+
+class GptForSequenceClassification(_GptTask):
+    """`<s> text <e>` / `<s> a $ b <e>` -> features at the extract token -> classifier."""
+
+    @nn.compact
+    def __call__(self, batch, *, train: bool = False):
+        h, inter, lm = self._decode(batch, train)
+        logits = heads.SentenceHead(
+            self.num_classes,
+            features=self.features,
+            dropout_rate=self.config.dropout_rate,
+            hidden_size=self.head_hidden,
+            name="classifier",
+        )(h, inter, deterministic=not train, extract=_last_token(batch))
+        return {"logits": logits, **lm}, inter
+
+
+class GptForTokenClassification(_GptTask):
+    """`<s> words <e>` -> each token's (left-context) state -> tag classifier [B, L, C]."""
+
+    @nn.compact
+    def __call__(self, batch, *, train: bool = False):
+        h, inter, lm = self._decode(batch, train)
+        logits = heads.TaggingHead(
+            self.num_classes,
+            self.features,
+            self.config.dropout_rate,
+            self.head_hidden,
+            name="classifier",
+        )(h, inter, deterministic=not train)
+        return {"logits": logits, **lm}, inter
