@@ -463,4 +463,6 @@ def test_cli(tmp_path, capsys):
     with pytest.raises(SystemExit, match="is not empty"):
         convert.main(["import-hf", "--model=bert", f"--src={src}", f"--dst={tmp_path / 'tlx'}"])
     with pytest.raises(SystemExit):  # argparse: only the registered families
+        convert.main(["import-hf", "--model=t5", f"--src={src}", f"--dst={tmp_path / 'x'}"])
+    with pytest.raises(SystemExit, match="model_type='bert'"):  # a BERT dir is not a GPT-2
         convert.main(["import-hf", "--model=gpt2", f"--src={src}", f"--dst={tmp_path / 'x'}"])

@@ -2,6 +2,7 @@ r"""Checkpoint conversion between Hugging Face `transformers` directories and tl
 
   python -m tlx.convert import-hf --model=bert --src=HF_DIR --dst=runs/minilm
   python -m tlx.convert export-hf --model=bert --src=runs/bert_mini --dst=hf/bert_mini
+  python -m tlx.convert import-hf --model=gpt2 --src=HF_GPT2_DIR --dst=runs/gpt2_small
 
 import-hf reads HF_DIR/config.json + HF_DIR/model.safetensors (safetensors only: no pickles) and
 writes DST/checkpoints/0/{params,meta} (the layout of a training run, so DST works as
@@ -16,7 +17,7 @@ tree matches, path for path and shape for shape, the params of the model the con
 missing, extra or wrongly shaped tensor is an error that names it. Outputs are written to a
 temporary sibling directory and renamed into place, so a failed conversion leaves no DST.
 
-A second model family (e.g. GPT-2) is one more `Family` in `FAMILIES`.
+Families: bert (bert.py) and gpt2 (gpt2.py); another is one more `Family` in `FAMILIES`.
 """
 
 import argparse
@@ -38,6 +39,7 @@ import safetensors.numpy
 
 from tlx import checkpoint, models
 from tlx.checkpoint import flatten, unflatten
+from tlx.convert import gpt2
 from tlx.convert.bert import (
     bert_example_batch,
     bert_hf_config,
@@ -81,6 +83,13 @@ class Family:
 
 FAMILIES = {
     "bert": Family(hf_to_tlx, tlx_to_hf, bert_hf_config, bert_model_config, bert_example_batch),
+    "gpt2": Family(
+        gpt2.hf_to_tlx,
+        gpt2.tlx_to_hf,
+        gpt2.gpt2_hf_config,
+        gpt2.gpt2_model_config,
+        gpt2.gpt2_example_batch,
+    ),
 }
 
 
