@@ -8,7 +8,9 @@ Files under $TLX_DATA_DIR (see its SOURCE.txt files):
 Raw examples use GLUE's field names, {"sentence", "label"} or {"sentence1", "sentence2", "label"},
 so the `<task>_tfds` variants (GLUE from TFDS, needs the network) share every later step.
 Output features (int32, length sequence_length["input_ids"]): input_ids `[CLS] a [SEP]` or
-`[CLS] a [SEP] b [SEP]`, input_mask, segment_ids (1 on `b [SEP]`), and the scalar label.
+`[CLS] a [SEP] b [SEP]`, input_mask, segment_ids (1 on `b [SEP]`), and the scalar label. With
+framing="gpt" the last [SEP] is GPT-1's extract token [MASK]: `[CLS] a [MASK]`,
+`[CLS] a [SEP] b [MASK]`; all else is the same.
 trec and mrpc have no dev split: "validation" is carved from the train file by a hash of each
 row's content (not numpy's RNG), so it is the same for every run seed, user and numpy version.
 """
@@ -252,7 +254,7 @@ def _encode_texts(vocab: seqio.Vocabulary, texts: list[tf.Tensor]) -> list[tf.Te
     return [tf.cast(vocab.encode_tf(t), tf.int32) for t in texts]  # a scalar-only vocabulary
 
 
-def make_encode_preprocessor(vocab_spec: str, kind: str):
+def make_encode_preprocessor(vocab_spec: str, kind: str, framing: str = "bert"):
     """Raw GLUE-named fields -> fixed-length input_ids, input_mask, segment_ids, label.
 
     Per example: tokenizing batches of examples measured no faster here (the ragged framing
@@ -267,7 +269,7 @@ def make_encode_preprocessor(vocab_spec: str, kind: str):
         seq_len = sequence_length["input_ids"]
         if seq_len < (2 if kind == "sentence" else 3):
             raise ValueError(f"sequence length {seq_len} cannot hold the [CLS]/[SEP] frame")
-        cls, sep = tf.constant([special.cls]), tf.constant([special.sep])
+        start, delimiter, end = (tf.constant([i]) for i in vocabularies.frame_ids(vocab, framing))
 
         # One tokenizer call for both texts of a pair; autograph is off because the tokenizer's
         # graph is large and has no Python control flow on tensors (it halves tracing time).
@@ -275,12 +277,12 @@ def make_encode_preprocessor(vocab_spec: str, kind: str):
         def fn(ex):
             pieces = _encode_texts(vocab, [ex[k] for k in text_fields(kind)])
             if kind == "sentence":
-                ids = tf.concat([cls, pieces[0][: seq_len - 2], sep], 0)
+                ids = tf.concat([start, pieces[0][: seq_len - 2], end], 0)
                 segments = tf.zeros_like(ids)
             else:
                 a, b = pieces
                 n_a, n_b = truncated_pair_lengths(tf.size(a), tf.size(b), seq_len - 3)
-                ids = tf.concat([cls, a[:n_a], sep, b[:n_b], sep], 0)
+                ids = tf.concat([start, a[:n_a], delimiter, b[:n_b], end], 0)
                 segments = tf.concat(
                     [tf.zeros([n_a + 2], tf.int32), tf.ones([n_b + 1], tf.int32)], 0
                 )
@@ -343,14 +345,23 @@ def output_features(
 # ---------------------------------------------------------------------------- registration
 
 
-def _register(name: str, vocab_spec: str, *, task: str, extra=(), num_classes=None, num_tasks=None):
+def _register(
+    name: str,
+    vocab_spec: str,
+    *,
+    task: str,
+    framing: str = "bert",
+    extra=(),
+    num_classes=None,
+    num_tasks=None,
+):
     info = DATASETS[task].info
     seqio.TaskRegistry.add(
         name,
         source=sources.ShardedFunctionSource(
             functools.partial(source_dataset, task=task), splits=info.splits
         ),
-        preprocessors=[make_encode_preprocessor(vocab_spec, info.kind), *extra],
+        preprocessors=[make_encode_preprocessor(vocab_spec, info.kind, framing), *extra],
         output_features=output_features(
             vocabularies.get_vocabulary(vocab_spec), num_classes or info.num_classes, num_tasks
         ),
@@ -359,7 +370,7 @@ def _register(name: str, vocab_spec: str, *, task: str, extra=(), num_classes=No
     )
 
 
-def _register_tfds(name: str, vocab_spec: str, *, task: str) -> None:
+def _register_tfds(name: str, vocab_spec: str, *, task: str, framing: str = "bert") -> None:
     info = DATASETS[task].info
     seqio.TaskRegistry.add(
         name,
@@ -367,7 +378,7 @@ def _register_tfds(name: str, vocab_spec: str, *, task: str) -> None:
         source=seqio.TfdsDataSource(DATASETS[task].tfds_name, splits=("train", "validation")),
         preprocessors=[
             make_tfds_fields_preprocessor(info.kind),
-            make_encode_preprocessor(vocab_spec, info.kind),
+            make_encode_preprocessor(vocab_spec, info.kind, framing),
         ],
         output_features=output_features(vocabularies.get_vocabulary(vocab_spec), info.num_classes),
         metric_fns=[info.metric_fn],
@@ -399,6 +410,7 @@ def get_mixture_name(
     tasks: Sequence[str] = DEFAULT_MIXTURE_TASKS,
     rates: Mapping[str, float] | None = None,
     vocab: str = vocabularies.DEFAULT_VOCAB,
+    framing: str = "bert",
 ) -> str:
     """Registers (once) a seqio Mixture of `tasks` and returns its name.
 
@@ -406,6 +418,8 @@ def get_mixture_name(
     proportionally to each task's train size; else a {task: rate} dict. The defaults give
     `glue_mix`, anything else `glue_mix__<hash>`.
     """
+    if framing not in vocabularies.FRAMINGS:
+        raise ValueError(f"framing must be one of {vocabularies.FRAMINGS}, got {framing!r}")
     tasks = tuple(tasks)
     unknown = [t for t in tasks if t not in DATASETS]
     if unknown or len(set(tasks)) != len(tasks) or not tasks:
@@ -414,10 +428,13 @@ def get_mixture_name(
         if set(rates) != set(tasks) or any(rates[t] <= 0 for t in tasks):
             raise ValueError(f"rates must give a positive rate for each of {tasks}, got {rates}")
         rates = {t: float(rates[t]) for t in tasks}
-    if (tasks, rates, vocab) == (DEFAULT_MIXTURE_TASKS, None, vocabularies.DEFAULT_VOCAB):
+    defaults = (DEFAULT_MIXTURE_TASKS, None, vocabularies.DEFAULT_VOCAB, "bert")
+    if (tasks, rates, vocab, framing) == defaults:
         name = "glue_mix"
     else:
         key = repr((tasks, sorted(rates.items()) if rates else None, vocab))
+        if framing != "bert":  # so the bert-framed mixtures keep their names
+            key += f"framing={framing}"
         name = f"glue_mix__{hashlib.sha256(key.encode()).hexdigest()[:10]}"
     if name in seqio.MixtureRegistry.names():
         return name
@@ -432,6 +449,7 @@ def get_mixture_name(
                 member,
                 vocab,
                 task=task,
+                framing=framing,
                 extra=[make_task_id_preprocessor(task_id)],
                 num_classes=num_classes,
                 num_tasks=len(tasks),

@@ -17,6 +17,8 @@ A sentence of more than L words keeps only its first L words' tags there (L = 12
 CoNLL-2003 and WNUT-17 sentence; UD-EWT train has sentences of up to 159 words).
 
 A word that tokenizes to nothing (e.g. U+200B) becomes one [UNK], so every word has a first piece.
+framing="gpt" ends the pieces with GPT-1's extract token [MASK] instead of [SEP]; all else is
+the same.
 Tag names, the metrics' input, are `TaskInfo.labels[id]`.
 """
 
@@ -248,7 +250,12 @@ def word_pieces(vocab: seqio.Vocabulary, words: tf.Tensor, unk_id: int) -> tf.Ra
 
 
 def align_batch(
-    words: tf.RaggedTensor, tags: tf.RaggedTensor, *, vocab: seqio.Vocabulary, seq_len: int
+    words: tf.RaggedTensor,
+    tags: tf.RaggedTensor,
+    *,
+    vocab: seqio.Vocabulary,
+    seq_len: int,
+    framing: str = "bert",
 ) -> dict[str, tf.Tensor]:
     """Sentences' words [B, (n)] and tag ids [B, (n)] -> the tagging features, int32 [B, seq_len].
 
@@ -257,6 +264,7 @@ def align_batch(
     seq_len - 2 pieces leaves no word kept).
     """
     special = vocabularies.special_ids(vocab)
+    start_id, _, end_id = vocabularies.frame_ids(vocab, framing)
     words, tags = words.with_row_splits_dtype(tf.int64), tags.with_row_splits_dtype(tf.int64)
     batch = words.nrows()
     pieces = word_pieces(vocab, words.flat_values, special.unk)  # [W, (pieces)]
@@ -279,7 +287,7 @@ def align_batch(
             tf.int64
         )
 
-    ids = tf.concat([column(special.cls), kept, column(special.sep)], axis=1)
+    ids = tf.concat([column(start_id), kept, column(end_id)], axis=1)
     at_first = tf.stack([sentence[keep], first[keep]], axis=1)  # [kept words, 2]
     shape = tf.stack([batch, tf.constant(seq_len, tf.int64)])
     return {
@@ -292,17 +300,21 @@ def align_batch(
     }
 
 
-def align_words(words, tags, *, vocab: seqio.Vocabulary, seq_len: int) -> dict[str, tf.Tensor]:
+def align_words(
+    words, tags, *, vocab: seqio.Vocabulary, seq_len: int, framing: str = "bert"
+) -> dict[str, tf.Tensor]:
     """One sentence's words [n] and tag ids [n] -> the tagging features, each int32 [seq_len]."""
 
     def as_row(x):
         return tf.RaggedTensor.from_tensor(tf.convert_to_tensor(x)[tf.newaxis])
 
-    features = align_batch(as_row(words), as_row(tags), vocab=vocab, seq_len=seq_len)
+    features = align_batch(
+        as_row(words), as_row(tags), vocab=vocab, seq_len=seq_len, framing=framing
+    )
     return {k: v[0] for k, v in features.items()}
 
 
-def make_tagging_preprocessor(vocab_spec: str, batch_size: int = 64):
+def make_tagging_preprocessor(vocab_spec: str, batch_size: int = 64, framing: str = "bert"):
     """Raw sentences -> fixed-length features of sequence_length["input_ids"] (see module doc)."""
 
     def align(ds: tf.data.Dataset, sequence_length) -> tf.data.Dataset:
@@ -310,7 +322,9 @@ def make_tagging_preprocessor(vocab_spec: str, batch_size: int = 64):
         seq_len = sequence_length["input_ids"]
 
         def fn(ex):
-            features = align_batch(ex["words"], ex["tags"], vocab=vocab, seq_len=seq_len)
+            features = align_batch(
+                ex["words"], ex["tags"], vocab=vocab, seq_len=seq_len, framing=framing
+            )
             return {k: tf.ensure_shape(v, [None, seq_len]) for k, v in features.items()}
 
         return ds.ragged_batch(batch_size).map(fn, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
@@ -441,15 +455,20 @@ def tfds_conll2003_to_raw(
     )
 
 
-def _register(name: str, vocab_spec: str, *, base: str, info: sources.TaskInfo) -> None:
+def _register(
+    name: str, vocab_spec: str, *, base: str, info: sources.TaskInfo, framing: str = "bert"
+) -> None:
     if base in CORPORA:
         source = sources.ShardedFunctionSource(
             functools.partial(source_dataset, base=base), splits=SPLITS
         )
-        preprocessors = [make_tagging_preprocessor(vocab_spec)]
+        preprocessors = [make_tagging_preprocessor(vocab_spec, framing=framing)]
     else:
         source = seqio.TfdsDataSource(TFDS_CONLL2003, splits=TFDS_CONLL2003_SPLITS)
-        preprocessors = [tfds_conll2003_to_raw, make_tagging_preprocessor(vocab_spec)]
+        preprocessors = [
+            tfds_conll2003_to_raw,
+            make_tagging_preprocessor(vocab_spec, framing=framing),
+        ]
     seqio.TaskRegistry.add(
         name,
         source=source,

@@ -1,9 +1,10 @@
-"""SeqIO tasks: `bert_pretrain`, the downstream tasks, their variants, and `get_dataset`.
+"""SeqIO tasks: `bert_pretrain`, `causal_lm`, the downstream tasks, their variants, `get_dataset`.
 
 Sequence length: downstream tasks take it from seqio's `sequence_length` (truncate + pad in a
 preprocessor);
-bert_pretrain bakes it into `PretrainOptions` because sentence pairs are built to a target length
-before any preprocessor runs, so `get_dataset` routes to the variant registered for that length.
+bert_pretrain and causal_lm bake it into their options because sentence pairs (chunks) are built
+to a target length before any preprocessor runs, so `get_dataset` routes to the variant
+registered for that length.
 Determinism: sentence pairs are a function of (seed, split, options); masks come from seqio's
 per-example seeds (which `num_epochs` repetition makes new each epoch) mixed with the instance's
 global index, so the same (seed, shard) gives the same stream and shards never share randomness.
@@ -20,8 +21,16 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from data_pipelines import bert_pretrain, classification, sources, tagging, vocabularies  # noqa: F401
+from data_pipelines import (  # noqa: F401
+    bert_pretrain,
+    causal_lm,
+    classification,
+    sources,
+    tagging,
+    vocabularies,
+)
 from data_pipelines.bert_pretrain import PretrainOptions
+from data_pipelines.causal_lm import CausalLMOptions
 from data_pipelines.sources import DOWNSTREAM, ShardedFunctionSource, TaskInfo
 
 # Sources already permute examples globally by seed; this buffer only mixes across epoch
@@ -29,6 +38,25 @@ from data_pipelines.sources import DOWNSTREAM, ShardedFunctionSource, TaskInfo
 SHUFFLE_BUFFER = 1024
 # task name -> (base, vocab spec, options); lets get_dataset find a task's variant family.
 _VARIANTS: dict[str, tuple[str, str, dict]] = {}
+# Pretraining bases: their options class, whose seq_len get_dataset routes on.
+_PRETRAIN = {"bert_pretrain": PretrainOptions, "causal_lm": CausalLMOptions}
+
+
+@dataclasses.dataclass(frozen=True)
+class DownstreamOptions:
+    """Data options of every downstream task, passed on as register(name, vocab, **options).
+
+    framing: "bert" (`[CLS] a [SEP] b [SEP]`) or "gpt" (GPT-1's `[CLS] a [SEP] b [MASK]`); the
+    two differ only in the last non-padding token (see vocabularies.frame_ids).
+    """
+
+    framing: str = "bert"
+
+    def __post_init__(self):
+        if self.framing not in vocabularies.FRAMINGS:
+            raise ValueError(
+                f"framing must be one of {vocabularies.FRAMINGS}, got {self.framing!r}"
+            )
 
 
 # ---------------------------------------------------------------------------- bert_pretrain
@@ -171,37 +199,38 @@ def downstream_info(name: str) -> TaskInfo:
 
 
 def base_tasks() -> tuple[str, ...]:
-    return ("bert_pretrain", *DOWNSTREAM)
+    return (*_PRETRAIN, *DOWNSTREAM)
 
 
 def get_task_name(base: str, vocab: str = vocabularies.DEFAULT_VOCAB, **options) -> str:
     """Registers (once) the task for (base, vocab, options) and returns its name.
 
     Defaults give the plain base name; anything else a deterministic `base__<hash>` name.
-    `glue_mix` takes options tasks (sequence) and rates ('' = proportional to train size, or
-    'sst2=1;trec=2;...').
+    Options: bert_pretrain PretrainOptions, causal_lm CausalLMOptions, downstream tasks
+    DownstreamOptions (framing="bert" | "gpt"). `glue_mix` takes tasks (sequence), rates ('' =
+    proportional to train size, or 'sst2=1;trec=2;...') and framing.
     """
     if base == MIXTURE:
         opts = dict(options)
         tasks = tuple(opts.pop("tasks", classification.DEFAULT_MIXTURE_TASKS))
         rates = opts.pop("rates", "") or None
+        framing = opts.pop("framing", "bert")
         if opts:
-            raise TypeError(f"{MIXTURE} takes options tasks and rates, got {sorted(opts)}")
+            raise TypeError(f"{MIXTURE} takes options tasks, rates, framing; got {sorted(opts)}")
         if isinstance(rates, str):
             pairs = [item.partition("=") for item in rates.split(";") if item]
             rates = {k.strip(): float(v) for k, _, v in pairs}
-        return classification.get_mixture_name(tasks, rates, vocab)
-    if base == "bert_pretrain":
-        opts = PretrainOptions(**options)
-        non_default = {
-            k: v for k, v in dataclasses.asdict(opts).items() if v != getattr(PretrainOptions(), k)
-        }
+        return classification.get_mixture_name(tasks, rates, vocab, framing)
+    if base in _PRETRAIN:
+        options_class = _PRETRAIN[base]
     elif base in DOWNSTREAM:
-        if options:
-            raise TypeError(f"{base} takes no data options, got {sorted(options)}")
-        opts, non_default = None, {}
+        options_class = DownstreamOptions
     else:
         raise ValueError(f"unknown base task {base!r}; known: {base_tasks()}")
+    opts = options_class(**options)
+    non_default = {
+        k: v for k, v in dataclasses.asdict(opts).items() if v != getattr(options_class(), k)
+    }
     if vocab != vocabularies.DEFAULT_VOCAB:
         non_default["vocab"] = vocab
     if non_default:
@@ -214,9 +243,11 @@ def get_task_name(base: str, vocab: str = vocabularies.DEFAULT_VOCAB, **options)
     if name not in seqio.TaskRegistry.names():
         if base == "bert_pretrain":
             _register_bert(name, vocab, opts)
+        elif base == "causal_lm":
+            causal_lm.register(name, vocab, opts)
         else:
-            DOWNSTREAM[base][1](name, vocab)
-    _VARIANTS[name] = (base, vocab, dataclasses.asdict(opts) if opts else {})
+            DOWNSTREAM[base][1](name, vocab, **dataclasses.asdict(opts))
+    _VARIANTS[name] = (base, vocab, dataclasses.asdict(opts))
     return name
 
 
@@ -246,7 +277,7 @@ def get_dataset(
     """
     if not 0 <= shard_index < num_shards:
         raise ValueError(f"shard_index={shard_index} not in [0, num_shards={num_shards})")
-    if task_name in _VARIANTS and _VARIANTS[task_name][0] == "bert_pretrain":
+    if task_name in _VARIANTS and _VARIANTS[task_name][0] in _PRETRAIN:
         base, vocab, options = _VARIANTS[task_name]
         if options["seq_len"] != seq_len:
             task_name = get_task_name(base, vocab, **{**options, "seq_len": seq_len})

@@ -261,6 +261,39 @@ def special_ids(vocab: seqio.Vocabulary) -> SpecialIds:
     return SpecialIds(*(index[t] for t in SPECIAL_TOKENS))
 
 
+@dataclasses.dataclass(frozen=True)
+class GptIds:
+    """GPT-1's tokens (Radford et al. 2018, sec. 3.3), borrowed from BERT's specials so one
+    vocabulary serves both paradigms: start [CLS], delimiter [SEP], extract [MASK]; eos (end of
+    document in causal-LM pretraining) [SEP]; pad [PAD]."""
+
+    start: int
+    delimiter: int
+    extract: int
+    eos: int
+    pad: int
+
+
+def gpt_ids(vocab: seqio.Vocabulary) -> GptIds:
+    special = special_ids(vocab)
+    return GptIds(special.cls, special.sep, special.mask, special.sep, special.pad)
+
+
+FRAMINGS = ("bert", "gpt")
+
+
+def frame_ids(vocab: seqio.Vocabulary, framing: str = "bert") -> tuple[int, int, int]:
+    """(start, delimiter, end) of a downstream input: BERT's `[CLS] a [SEP] b [SEP]` or GPT-1's
+    `start a delimiter b extract` = `[CLS] a [SEP] b [MASK]`, whose last token the head reads."""
+    if framing == "bert":
+        special = special_ids(vocab)
+        return special.cls, special.sep, special.sep
+    if framing == "gpt":
+        gpt = gpt_ids(vocab)
+        return gpt.start, gpt.delimiter, gpt.extract
+    raise ValueError(f"framing must be one of {FRAMINGS}, got {framing!r}")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m data_pipelines.vocabularies")
     commands = parser.add_subparsers(dest="command", required=True)

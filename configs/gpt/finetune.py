@@ -1,0 +1,115 @@
+r"""GPT finetuning on a downstream task (GPT-1 section 3.3): L = L_task + lm_coef * L_lm.
+
+  python -m tlx.train --config=configs/gpt/finetune.py:task=sst2,init=runs/gpt_mini \
+      --config.lm_coef=0.5 --workdir=runs/gpt_mini_sst2
+
+Arguments (after the colon, comma-separated):
+  task     sst2 | trec | mrpc | rte | conll2003_ner | wnut17_ner | ud_ewt_upos. Inputs are
+           framed `<s> text <e>` and, for pairs, `<s> a $ b <e>` (data option framing='gpt';
+           <s> = [CLS], $ = [SEP], <e> = [MASK] of the vocabulary); the classifier reads the
+           final state at <e>, the last token; taggers read every token's (left-context) state.
+  lm_coef  lambda of the auxiliary LM loss over the task inputs (GPT-1: 0.5; 0 = off, which
+           also skips computing it). Also --config.lm_coef=...
+  mode     finetune (everything trains) | feature (the decoder is frozen: stop_gradient +
+           optim.frozen, and the head reads the last four layers through one hidden layer).
+  init     a tlx gpt_lm run dir (or a `tlx.convert import-hf --model=gpt2` dir): sets
+           transfer.init_from, the model shape / variant and the vocabulary from DIR.
+  size, variant, vocab   the model when training from scratch (no init).
+  lr, batch, epochs      GPT-1: 6.25e-5, 32, 3 epochs, warmup 0.2%, linear decay; small
+           models on short budgets need more (default 1e-4; 1e-3 in feature mode).
+  runlocal a few steps on tiny batches, for tests.
+"""
+
+from configs import common
+
+SHAPE = (
+    "num_layers",
+    "hidden_size",
+    "num_heads",
+    "intermediate_size",
+    "vocab_size",
+    "max_position",
+    "layer_norm_eps",
+    "gelu",
+    "variant",
+)
+
+
+def get_config(arg=None):
+    import data_pipelines  # the task registry says what head and metric each task needs
+
+    args = common.parse_arg(
+        arg,
+        task="sst2",
+        size="mini",
+        variant="gpt2",
+        vocab="sp8000",
+        mode="finetune",
+        init="",
+        lm_coef=0.5,
+        lr=0.0,
+        batch=32,
+        epochs=3.0,
+        runlocal=False,
+    )
+    info = data_pipelines.downstream_info(args.task)
+    if args.mode not in ("finetune", "feature"):
+        raise KeyError(f"mode must be finetune or feature, got {args.mode!r}")
+    tagging = info.kind == "tagging"
+    feature = args.mode == "feature"
+
+    c = common.base_config()
+    c.model = dict(
+        name="gpt_tagger" if tagging else "gpt_classifier",
+        size=args.size,
+        variant=args.variant,
+        num_classes=info.num_classes,
+        vocab_size=None,  # None: the data vocabulary's size
+        max_position=512,
+        dropout_rate=0.1,
+        attention_dropout_rate=0.1,
+        layer_norm_eps=1e-5,
+        gelu="tanh",
+        dtype="float32",
+        features="last4_concat" if feature else "last",
+        head_hidden=256 if feature else 0,
+        frozen_encoder=feature,
+        num_layers=None,
+        hidden_size=None,
+        num_heads=None,
+        intermediate_size=None,
+    )
+    c.objective = "tagging" if tagging else "classification"
+    c.lm_coef = args.lm_coef
+    c.data.task = args.task
+    c.data.vocab = args.vocab
+    c.data.options = dict(framing="gpt")
+    c.data.seq_len = common.DOWNSTREAM_SEQ_LEN.get(args.task, 128)
+    c.train.epochs = args.epochs
+    c.train.batch_size = args.batch
+    c.train.log_every = 50
+    c.train.eval_every = -1  # every epoch
+    c.train.eval_steps = -1  # the whole dev split
+    c.optim.lr = args.lr or (1e-3 if feature else 1e-4)
+    c.optim.warmup_fraction = 0.002 if args.epochs >= 1 else 0.1
+    c.optim.frozen = ["decoder/.*"] if feature else []
+    c.checkpoint.every = 100_000  # resume points; the best dev checkpoint is kept separately
+    c.checkpoint.max_to_keep = 1
+    c.transfer.dont_load = ["classifier.*"]
+    if args.init:
+        shape, c.data.vocab = common.init_source(args.init, SHAPE)
+        c.model.update(shape)
+        c.transfer.init_from = args.init
+        if c.model.size not in ("tiny", "mini", "small", "custom"):
+            c.model.size = "custom"
+    if args.runlocal:
+        c.data.seq_len = 32
+        c.train.epochs = 0.0
+        c.train.steps = 4
+        c.train.batch_size = 8
+        c.train.log_every = 2
+        c.train.eval_every = 4
+        c.train.eval_steps = 2
+        c.checkpoint.every = 4
+    c.lock()
+    return c
