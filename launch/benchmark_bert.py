@@ -23,21 +23,16 @@ FLOPs (model FLOPs, analytic; D hidden, I intermediate, N layers, V vocab, B bat
   S = B x P for `tlx` (masked positions only) and B x L for `tlx_all`, `torch` and `flax`.
 Embedding lookups, softmax, LayerNorm, GELU and the optimizer are not counted. MFU = model FLOP/s
 over the fp32 matmul peak measured in the same run (jitted jnp.dot of two N x N float32 matrices,
-median over repeats); torch.mm's peak is measured and reported too, but the JAX one is the
+the fastest of the repeats); torch.mm's peak is measured and reported too, but the JAX one is the
 denominator for every variant.
 """
 
 import argparse
-import importlib.metadata
 import importlib.util
 import json
 import os
-import platform
-import statistics
-import subprocess
-import sys
-import time
 
+import bench_common as bench
 import numpy as np
 
 SETUPS = {"mini": dict(seq=128, batch=32), "base": dict(seq=128, batch=8)}
@@ -45,9 +40,7 @@ SIZES = {"tiny": (2, 128, 2, 512), "mini": (4, 256, 4, 1024), "small": (4, 512, 
          "base": (12, 768, 12, 3072), "large": (24, 1024, 16, 4096)}  # fmt: skip
 VOCAB = 30522
 LR, WD, EPS, CLIP = 1e-4, 0.01, 1e-6, 1.0
-MARK = "BENCH_JSON "
 FLOP_DOC = __doc__[__doc__.index("FLOPs (") : __doc__.index("MFU = ")].strip()
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def num_predictions(seq: int) -> int:
@@ -85,36 +78,6 @@ def synthetic_batch(batch: int, seq: int, seed: int = 0) -> dict:
                 example_weight=np.ones((batch,), np.float32))  # fmt: skip
 
 
-def time_steps(step, warmup: int, steps: int) -> list[float]:
-    """Runs `warmup` untimed calls, then returns the wall time of each of `steps` calls."""
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    return times
-
-
-def peak(lib: str, n: int, repeats: int) -> dict:
-    """fp32 n x n matmul throughput, median over repeats, in GFLOP/s."""
-    if lib == "jax":
-        import jax
-
-        a = b = jax.random.normal(jax.random.PRNGKey(0), (n, n), "float32")
-        dot = jax.jit(lambda x, y: x @ y)
-        mm = lambda: jax.block_until_ready(dot(a, b))
-    else:
-        import torch
-
-        torch.set_num_threads(os.cpu_count())
-        a = b = torch.randn(n, n)
-        mm = lambda: torch.mm(a, b)
-    times = time_steps(mm, 2, repeats)
-    return dict(variant=f"peak_{lib}", gflops=2 * n**3 / statistics.median(times) / 1e9)
-
-
 def bench_tlx(size: str, batch: dict, all_positions: bool, warmup: int, steps: int) -> list:
     import jax
 
@@ -135,7 +98,7 @@ def bench_tlx(size: str, batch: dict, all_positions: bool, warmup: int, steps: i
         holder[0], metrics = setup.train_step(holder[0], device_batch)
         jax.block_until_ready((holder[0], metrics))
 
-    return time_steps(step, warmup, steps)
+    return bench.time_steps(step, warmup, steps)
 
 
 def hf_config(size: str):
@@ -173,7 +136,7 @@ def bench_torch(size: str, batch: dict, warmup: int, steps: int) -> list:
         torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
         opt.step()
 
-    return time_steps(step, warmup, steps)
+    return bench.time_steps(step, warmup, steps)
 
 
 def bench_flax(size: str, batch: dict, warmup: int, steps: int) -> list:
@@ -212,13 +175,13 @@ def bench_flax(size: str, batch: dict, warmup: int, steps: int) -> list:
         holder[0] = tuple(state)
         jax.block_until_ready((holder[0], loss))
 
-    return time_steps(step, warmup, steps)
+    return bench.time_steps(step, warmup, steps)
 
 
 def run_child(args) -> dict:
     """--only mode: one measurement, printed as one JSON line."""
     if args.only.startswith("peak_"):
-        return peak(args.only[5:], args.peak_n, args.peak_repeats)
+        return bench.peak(args.only[5:], args.peak_n, args.peak_repeats)
     size = args.sizes
     batch = synthetic_batch(SETUPS[size]["batch"], SETUPS[size]["seq"])
     if args.only in ("tlx", "tlx_all"):
@@ -231,19 +194,11 @@ def run_child(args) -> dict:
 
 
 def spawn(args, only: str, size: str = "") -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), f"--only={only}", f"--sizes={size}",
-           f"--steps={args.steps}", f"--warmup={args.warmup}", f"--peak_n={args.peak_n}",
-           f"--peak_repeats={args.peak_repeats}"]  # fmt: skip
-    path = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
-    env = dict(os.environ, PYTHONPATH=path)
-    env.update({"torch": {"USE_FLAX": "0", "USE_JAX": "0"}}.get(only, {"USE_TORCH": "0"}))
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(MARK)]
-    if proc.returncode or not lines:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        print(f"  {only} {size}: FAILED (rc={proc.returncode}): {' | '.join(tail)}", flush=True)
-        return dict(variant=only, size=size, error="\n".join(tail))
-    return json.loads(lines[-1][len(MARK) :])
+    flags = [f"--sizes={size}", f"--steps={args.steps}", f"--warmup={args.warmup}",
+             f"--peak_n={args.peak_n}", f"--peak_repeats={args.peak_repeats}"]  # fmt: skip
+    env = {"USE_FLAX": "0", "USE_JAX": "0"} if only == "torch" else {"USE_TORCH": "0"}
+    r = bench.spawn(__file__, only, flags, env, label=size)
+    return dict(r, size=size) if "error" in r else r
 
 
 def main(argv=None):
@@ -258,7 +213,7 @@ def main(argv=None):
     ap.add_argument("--only", default="", help="internal: run one measurement in this process")
     args = ap.parse_args(argv)
     if args.only:
-        print(MARK + json.dumps(run_child(args)), flush=True)
+        bench.emit(run_child(args))
         return
     peers = [p for p in args.peers.split(",") if p in ("torch", "flax")]
     missing = [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is None]
@@ -283,11 +238,7 @@ def main(argv=None):
             r.update(batch=b, seq=seq)
             r["scored_mlm_positions"] = num_predictions(seq) if variant == "tlx" else seq
             r["train_flops"] = train_flops(size, b, seq, r["scored_mlm_positions"])
-            if "times_s" in r:
-                med = statistics.median(r["times_s"])
-                r.update(median_step_s=med, tokens_per_s=b * seq / med,
-                         tflops=r["train_flops"] / med / 1e12,
-                         mfu=r["train_flops"] / med / (peak_gflops * 1e9))  # fmt: skip
+            bench.summarise(r, b * seq, peak_gflops)
             results.append(r)
 
     print(f"\n{'size':5} {'variant':8} {'step ms':>9} {'tokens/s':>9} {'TFLOP/s':>8} {'MFU':>6}")
@@ -307,13 +258,7 @@ def main(argv=None):
                 ratio = by[best]["median_step_s"] / by[v]["median_step_s"]
                 ratios[f"{size}/{v}_vs_{best}"] = ratio
                 print(f"{size}: {v} speedup over best peer ({best}): {ratio:.2f}x (tokens/s ratio)")
-    with open("/proc/cpuinfo") as f:
-        cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
-    pkgs = [p for p in ("jax", "jaxlib", "flax", "optax", "torch", "transformers")
-            if importlib.util.find_spec(p)]  # fmt: skip
-    meta = dict(cpu=cpu or platform.processor(), cores=os.cpu_count(),
-                python=platform.python_version(), peak_gflops_jax=peak_gflops,
-                versions={p: importlib.metadata.version(p) for p in pkgs},
+    meta = dict(bench.machine(), peak_gflops_jax=peak_gflops,
                 peak_gflops_torch=peak_t.get("gflops"), peak_matmul_n=args.peak_n,
                 steps=args.steps, warmup=args.warmup,
                 flop_formula=FLOP_DOC)  # fmt: skip

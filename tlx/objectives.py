@@ -151,25 +151,30 @@ def next_token_targets(batch: dict) -> tuple[jnp.ndarray, jnp.ndarray]:
     return targets, weights * _example_weight(batch)[:, None]
 
 
-def _lm_sums(outputs: dict, batch: dict):
+def _lm_sums(outputs: dict, batch: dict, xent_chunk: int):
     targets, weights = next_token_targets(batch)
-    xent, correct = tied_xent(outputs["lm_hidden"], outputs["lm_embedding"], targets, weights)
-    return xent, correct, weights.sum()
+    h, emb = outputs["lm_hidden"], outputs["lm_embedding"]
+    if xent_chunk:
+        xent, correct = tied_xent(h, emb, targets, weights, xent_chunk)
+        return xent, correct, weights.sum()
+    logits = jnp.einsum("bld,vd->blv", h, emb.astype(h.dtype), preferred_element_type=jnp.float32)
+    return _xent_sums(logits, targets, weights)
 
 
-def causal_lm(outputs: dict, batch: dict):
-    """L = -sum_t log p(y_t | y_<t), averaged over predicted tokens (perplexity = exp(lm_loss))."""
-    xent, correct, n = _lm_sums(outputs, batch)
+def causal_lm(outputs: dict, batch: dict, xent_chunk: int = XENT_CHUNK):
+    """L = -sum_t log p(y_t | y_<t), averaged over predicted tokens (perplexity = exp(lm_loss)).
+    xent_chunk: positions per chunk of the fused loss; 0 materialises [B, L, V] logits."""
+    xent, correct, n = _lm_sums(outputs, batch, xent_chunk)
     loss = xent / jnp.maximum(n, 1e-8)
     return loss, {"loss": (xent, n), "lm_loss": (xent, n), "lm_accuracy": (correct, n)}
 
 
-def with_lm_aux(task: Objective, lm_coef: float) -> Objective:
+def with_lm_aux(task: Objective, lm_coef: float, xent_chunk: int = XENT_CHUNK) -> Objective:
     """GPT-1 finetuning: L = L_task + lm_coef * L_lm, the LM loss over the task's own inputs."""
 
     def objective(outputs: dict, batch: dict):
         loss, metrics = task(outputs, batch)
-        xent, correct, n = _lm_sums(outputs, batch)
+        xent, correct, n = _lm_sums(outputs, batch, xent_chunk)
         lm_loss = xent / jnp.maximum(n, 1e-8)
         total = loss + lm_coef * lm_loss
         metrics = {**metrics, "task_loss": metrics["loss"], "loss": (total, 1.0)}
@@ -186,12 +191,17 @@ OBJECTIVES: dict[str, Objective] = {
 }
 
 
-def get(name: str, lm_coef: float = 0.0) -> Objective:
-    """The named objective; lm_coef > 0 adds GPT-1's auxiliary LM loss to a task objective."""
+def get(name: str, lm_coef: float = 0.0, xent_chunk: int = XENT_CHUNK) -> Objective:
+    """The named objective; lm_coef > 0 adds GPT-1's auxiliary LM loss to a task objective;
+    xent_chunk sets the LM losses' fused cross-entropy chunk (0: materialised logits)."""
     if name not in OBJECTIVES:
         raise ValueError(f"unknown objective {name!r}; expected one of {sorted(OBJECTIVES)}")
+    if xent_chunk < 0:
+        raise ValueError(f"xent_chunk must be >= 0, got {xent_chunk}")
     if lm_coef:
         if name not in ("classification", "tagging"):
             raise ValueError(f"lm_coef applies to task objectives, not {name!r}")
-        return with_lm_aux(OBJECTIVES[name], lm_coef)
+        return with_lm_aux(OBJECTIVES[name], lm_coef, xent_chunk)
+    if name == "causal_lm":
+        return functools.partial(causal_lm, xent_chunk=xent_chunk)
     return OBJECTIVES[name]

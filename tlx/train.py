@@ -112,7 +112,9 @@ def build(cfg: ml_collections.ConfigDict, example_batch: dict, devices=None) -> 
     mesh = partitioning.make_mesh(dict(cfg.mesh), devices)
     rules = partitioning.rules_from_config(cfg.partition_rules)
     model = models.build(cfg.model)
-    objective = objectives.get(cfg.objective, cfg.get("lm_coef", 0.0))
+    objective = objectives.get(
+        cfg.objective, cfg.get("lm_coef", 0.0), cfg.get("xent_chunk", objectives.XENT_CHUNK)
+    )
     dummy = {k: jnp.zeros(v.shape, v.dtype) for k, v in example_batch.items()}
 
     boxed = jax.eval_shape(lambda r: model.init(r, dummy), jax.random.PRNGKey(0))["params"]

@@ -15,8 +15,8 @@ Arguments (after the colon, comma-separated):
   init     a tlx gpt_lm run dir (or a `tlx.convert import-hf --model=gpt2` dir): sets
            transfer.init_from, the model shape / variant and the vocabulary from DIR.
   size, variant, vocab   the model when training from scratch (no init).
-  lr, batch, epochs      GPT-1: 6.25e-5, 32, 3 epochs, warmup 0.2%, linear decay; small
-           models on short budgets need more (default 1e-4; 1e-3 in feature mode).
+  lr, batch, epochs      GPT-1: 6.25e-5, 32, 3 epochs, warmup 0.2%, linear decay (the default
+           for size small); tiny / mini take 3e-4 (as BERT-mini does), feature mode 1e-3.
   runlocal a few steps on tiny batches, for tests.
 """
 
@@ -81,6 +81,11 @@ def get_config(arg=None):
     )
     c.objective = "tagging" if tagging else "classification"
     c.lm_coef = args.lm_coef
+    # 0 materialises [B, L, V] float32 logits for the LM loss: the faster choice at these
+    # shapes on CPU and on GPU in float32 (launch/README.md, GPT benchmark). N > 0 uses the
+    # fused tied cross-entropy over chunks of N positions, which never holds [B, L, V]: use it
+    # when batch x length x vocab logits would not fit (e.g. 32 positions a chunk).
+    c.xent_chunk = 0
     c.data.task = args.task
     c.data.vocab = args.vocab
     c.data.options = dict(framing="gpt")
@@ -90,7 +95,10 @@ def get_config(arg=None):
     c.train.log_every = 50
     c.train.eval_every = -1  # every epoch
     c.train.eval_steps = -1  # the whole dev split
-    c.optim.lr = args.lr or (1e-3 if feature else 1e-4)
+    small_model = args.size in ("tiny", "mini") and not args.init
+    if args.init:  # the pretrained run's size decides
+        small_model = common.init_source(args.init, SHAPE)[0].get("size") in ("tiny", "mini")
+    c.optim.lr = args.lr or (1e-3 if feature else 3e-4 if small_model else 6.25e-5)
     c.optim.warmup_fraction = 0.002 if args.epochs >= 1 else 0.1
     c.optim.frozen = ["decoder/.*"] if feature else []
     c.checkpoint.every = 100_000  # resume points; the best dev checkpoint is kept separately

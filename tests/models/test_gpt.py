@@ -179,6 +179,25 @@ def test_fused_tied_xent_matches_materialised_logits(chunk):
         np.testing.assert_allclose(a, 3.0 * np.asarray(b), rtol=1e-4, atol=1e-5)
 
 
+def test_causal_lm_fused_and_materialised_paths_agree():
+    model = gpt.GptForCausalLM(_cfg())
+    batch = {"input_ids": _ids(), "input_mask": jnp.asarray([[1] * 16, [1] * 11 + [0] * 5])}
+    params = _init(model, batch)
+
+    def loss(p, chunk):
+        return objectives.get("causal_lm", xent_chunk=chunk)(
+            model.apply({"params": p}, batch)[0], batch
+        )
+
+    (fused, m_fused), g_fused = jax.value_and_grad(loss, has_aux=True)(params, 5)
+    (full, m_full), g_full = jax.value_and_grad(loss, has_aux=True)(params, 0)
+    np.testing.assert_allclose(fused, full, rtol=1e-5)
+    assert float(m_fused["lm_loss"][1]) == float(m_full["lm_loss"][1]) == 15 + 10
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-6), g_fused, g_full
+    )
+
+
 def _task_batch():
     ids = _ids(2, 10, seed=5)
     mask = jnp.asarray([[1] * 7 + [0] * 3, [1] * 10])

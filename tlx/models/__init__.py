@@ -1,11 +1,14 @@
 """Model registry: `build(config.model)` returns the Flax module a config names."""
 
-import ml_collections
+from typing import TYPE_CHECKING
 
 from tlx.models import bert, gpt
 
+if TYPE_CHECKING:  # the models themselves need no ml_collections (GPU benchmark images lack it)
+    import ml_collections
 
-def build(cfg: ml_collections.ConfigDict):
+
+def build(cfg: "ml_collections.ConfigDict"):
     overrides = {
         k: cfg[k]
         for k in (
