@@ -90,6 +90,11 @@ def init_source(path: str, shape_keys) -> tuple[dict, str]:
     model = {k: v for k, v in src["model"].items() if k in shape_keys or k == "size"}
     if os.path.exists(os.path.join(path, "vocab.txt")):
         vocab = "wordpiece:" + os.path.abspath(os.path.join(path, "vocab.txt"))
-    else:
-        vocab = src.get("data", {}).get("vocab", "bert_uncased")
+    elif src.get("data", {}).get("vocab"):
+        vocab = src["data"]["vocab"]
+    else:  # e.g. a converted GPT-2: its BPE vocabulary is not a tlx vocabulary (yet)
+        raise ValueError(
+            f"{path} names no vocabulary (no vocab.txt, no data.vocab in config.json); "
+            "finetuning needs the vocabulary its weights were trained with"
+        )
     return model, vocab

@@ -92,5 +92,8 @@ def test_finetune_from_scratch_and_feature_mode_configs():
     feature = finetune.get_config("task=ud_ewt_upos,mode=feature")
     assert feature.model.name == "gpt_tagger" and feature.model.frozen_encoder
     assert feature.optim.frozen == ["decoder/.*"]
+    assert feature.lm_coef == 0.0 and feature.model.features == "last4_concat"
+    assert finetune.get_config("task=sst2").lm_coef == 0.5  # GPT-1's lambda when finetuning
+    assert finetune.get_config("task=sst2,size=tiny,mode=feature").model.features == "last"
     with pytest.raises(KeyError, match="lm_coeff"):
         finetune.get_config("task=sst2,lm_coeff=0.5")

@@ -21,6 +21,7 @@ def _params():
     return {
         "encoder": {
             "dense": {"kernel": jnp.ones((3, 4)), "bias": jnp.ones((4,))},
+            "attention": {"query_kernel": jnp.ones((4, 2, 2)), "query_bias": jnp.ones((2, 2))},
             "embed_ln": {"scale": jnp.ones((4,)), "bias": jnp.ones((4,))},
             "token_embed": {"embedding": jnp.ones((5, 4))},
         },
@@ -45,6 +46,8 @@ def test_weight_decay_skips_layer_norm_and_biases():
     updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), state, params)
     changed = jax.tree.map(lambda u: bool(jnp.any(u != 0)), updates)
     assert changed["encoder"]["dense"]["kernel"] and changed["encoder"]["token_embed"]["embedding"]
+    assert changed["encoder"]["attention"]["query_kernel"]
+    assert not changed["encoder"]["attention"]["query_bias"]
     assert not changed["encoder"]["dense"]["bias"]
     assert not changed["encoder"]["embed_ln"]["scale"]
     assert not changed["encoder"]["embed_ln"]["bias"]

@@ -106,6 +106,8 @@ def main(argv) -> None:
     step = None if f.checkpoint in ("best", "latest") else int(f.checkpoint)
     step, params = checkpoint.restore_params(f"{f.workdir}/{sub}", abstract, shardings, step)
     ids = jnp.asarray([vocab.encode(f.prompt)], jnp.int32)
+    if ids.shape[1] == 0:
+        raise ValueError(f"--prompt={f.prompt!r} encodes to no tokens; give some text")
     print(f"{f.workdir}/{sub} step {step}")
     out = generate(
         model,

@@ -177,7 +177,8 @@ def with_lm_aux(task: Objective, lm_coef: float, xent_chunk: int = XENT_CHUNK) -
         xent, correct, n = _lm_sums(outputs, batch, xent_chunk)
         lm_loss = xent / jnp.maximum(n, 1e-8)
         total = loss + lm_coef * lm_loss
-        metrics = {**metrics, "task_loss": metrics["loss"], "loss": (total, 1.0)}
+        examples = _example_weight(batch).sum()  # so eval averages over examples, not batches
+        metrics = {**metrics, "task_loss": metrics["loss"], "loss": (total * examples, examples)}
         return total, {**metrics, "lm_loss": (xent, n), "lm_accuracy": (correct, n)}
 
     return objective

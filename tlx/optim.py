@@ -44,9 +44,10 @@ def learning_rate_schedule(cfg: ml_collections.ConfigDict, total_steps: int) -> 
 
 
 def _decays(path: str) -> bool:
-    # Weight decay on matrices and embeddings only: never LayerNorm scales or biases.
+    # Weight decay on matrices and embeddings only (Dense `kernel`, attention `query_kernel` ...
+    # `out_kernel`, tables' `embedding`): never LayerNorm scales or biases.
     leaf = path.rsplit("/", 1)[-1]
-    return leaf in ("kernel", "embedding")
+    return leaf.endswith("kernel") or leaf == "embedding"
 
 
 def make_optimizer(cfg: ml_collections.ConfigDict, params, total_steps: int):

@@ -8,12 +8,14 @@ Arguments (after the colon, comma-separated):
            framed `<s> text <e>` and, for pairs, `<s> a $ b <e>` (data option framing='gpt';
            <s> = [CLS], $ = [SEP], <e> = [MASK] of the vocabulary); the classifier reads the
            final state at <e>, the last token; taggers read every token's (left-context) state.
-  lm_coef  lambda of the auxiliary LM loss over the task inputs (GPT-1: 0.5; 0 = off, which
-           also skips computing it). Also --config.lm_coef=...
+  lm_coef  lambda of the auxiliary LM loss over the task inputs (GPT-1: 0.5, the default when
+           finetuning; 0 = off, which also skips computing it, the default in feature mode,
+           where the decoder cannot change). Also --config.lm_coef=...
   mode     finetune (everything trains) | feature (the decoder is frozen: stop_gradient +
            optim.frozen, and the head reads the last four layers through one hidden layer).
-  init     a tlx gpt_lm run dir (or a `tlx.convert import-hf --model=gpt2` dir): sets
-           transfer.init_from, the model shape / variant and the vocabulary from DIR.
+  init     a tlx gpt_lm run dir: sets transfer.init_from, the model shape / variant and the
+           vocabulary from DIR. (A `tlx.convert import-hf --model=gpt2` dir holds weights
+           only: GPT-2's BPE vocabulary is not a tlx vocabulary yet, so it is refused here.)
   size, variant, vocab   the model when training from scratch (no init).
   lr, batch, epochs      GPT-1: 6.25e-5, 32, 3 epochs, warmup 0.2%, linear decay (the default
            for size small); tiny / mini take 3e-4 (as BERT-mini does), feature mode 1e-3.
@@ -46,7 +48,7 @@ def get_config(arg=None):
         vocab="sp8000",
         mode="finetune",
         init="",
-        lm_coef=0.5,
+        lm_coef=-1.0,  # -1: 0.5 (GPT-1) when finetuning, 0 in feature mode
         lr=0.0,
         batch=32,
         epochs=3.0,
@@ -80,7 +82,7 @@ def get_config(arg=None):
         intermediate_size=None,
     )
     c.objective = "tagging" if tagging else "classification"
-    c.lm_coef = args.lm_coef
+    c.lm_coef = args.lm_coef if args.lm_coef >= 0 else (0.0 if feature else 0.5)
     # 0 materialises [B, L, V] float32 logits for the LM loss: the faster choice at these
     # shapes on CPU and on GPU in float32 (launch/README.md, GPT benchmark). N > 0 uses the
     # fused tied cross-entropy over chunks of N positions, which never holds [B, L, V]: use it
@@ -110,6 +112,9 @@ def get_config(arg=None):
         c.transfer.init_from = args.init
         if c.model.size not in ("tiny", "mini", "small", "custom"):
             c.model.size = "custom"
+    layers = c.model.num_layers or {"tiny": 2, "mini": 4, "small": 12}.get(c.model.size, 4)
+    if feature and layers < 4:  # the last four layers do not exist: read the last one
+        c.model.features = "last"
     if args.runlocal:
         c.data.seq_len = 32
         c.train.epochs = 0.0

@@ -42,6 +42,11 @@ def build(cfg: "ml_collections.ConfigDict"):
     if cfg.name == "bert_tagger":
         return bert.BertForTokenClassification(bert_cfg(), cfg.num_classes, **task_head)
     if cfg.name.startswith("gpt_"):
+        if cfg.get("vocab_size", 0) is None:
+            raise ValueError(
+                "model.vocab_size is None (= the data vocabulary's size, filled in by "
+                "tlx.train); set it to build the model elsewhere"
+            )
         overrides.pop("type_vocab_size", None)
         gpt_cfg = gpt.config_for_size(cfg.size, cfg.get("variant", "gpt2"), **overrides)
         if cfg.name == "gpt_lm":

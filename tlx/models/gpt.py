@@ -195,9 +195,9 @@ class _GptTask(nn.Module):
         h, inter = decoder(
             batch["input_ids"], **_decoder_inputs(batch), deterministic=deterministic
         )
-        if self.frozen_encoder:
-            h, inter = jax.lax.stop_gradient((h, inter))
         lm = {"lm_hidden": h, "lm_embedding": decoder.output_embedding()}
+        if self.frozen_encoder:
+            h, inter, lm = jax.lax.stop_gradient((h, inter, lm))
         return h, inter, lm
 
 
