@@ -67,12 +67,6 @@ def synthetic_batch(batch: int, seq: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, VOCAB, (batch, seq), dtype=np.int32)
 
 
-def import_gpt():
-    from tlx.models import gpt  # needs jax, flax, optax only (runs on GPU images)
-
-    return gpt
-
-
 def time_jax(loss_fn, params, batch: dict, warmup: int, steps: int) -> list:
     """Times jit(fwd + bwd + clip + AdamW) with donated state; loss_fn(params, rng, batch)."""
     import jax
@@ -106,8 +100,8 @@ def bench_tlx(size: str, ids, fused: bool, dtype: str, chunk: int, warmup: int, 
     import jax.numpy as jnp
 
     from tlx import objectives
+    from tlx.models import gpt  # jax, flax and optax only: runs on GPU images
 
-    gpt = import_gpt()
     assert gpt.SIZES[size] == SIZES[size], (gpt.SIZES[size], SIZES[size])
     model = gpt.GptForCausalLM(gpt.config_for_size(size, "gpt2", dtype=dtype))
     batch = {"input_ids": jnp.asarray(ids)}  # one document per row: no document_ids

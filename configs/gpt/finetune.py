@@ -97,9 +97,9 @@ def get_config(arg=None):
     c.train.log_every = 50
     c.train.eval_every = -1  # every epoch
     c.train.eval_steps = -1  # the whole dev split
-    small_model = args.size in ("tiny", "mini") and not args.init
-    if args.init:  # the pretrained run's size decides
-        small_model = common.init_source(args.init, SHAPE)[0].get("size") in ("tiny", "mini")
+    init_shape, init_vocab = common.init_source(args.init, SHAPE) if args.init else ({}, "")
+    size = init_shape.get("size", args.size)  # a pretrained run's size decides
+    small_model = size in ("tiny", "mini")
     c.optim.lr = args.lr or (1e-3 if feature else 3e-4 if small_model else 6.25e-5)
     c.optim.warmup_fraction = 0.002 if args.epochs >= 1 else 0.1
     c.optim.frozen = ["decoder/.*"] if feature else []
@@ -107,8 +107,8 @@ def get_config(arg=None):
     c.checkpoint.max_to_keep = 1
     c.transfer.dont_load = ["classifier.*"]
     if args.init:
-        shape, c.data.vocab = common.init_source(args.init, SHAPE)
-        c.model.update(shape)
+        c.model.update(init_shape)
+        c.data.vocab = init_vocab
         c.transfer.init_from = args.init
         if c.model.size not in ("tiny", "mini", "small", "custom"):
             c.model.size = "custom"

@@ -9,7 +9,7 @@ import numpy as np
 
 from tlx import models
 from tlx.checkpoint import flatten, unflatten
-from tlx.convert.common import ConversionError, problems_error
+from tlx.convert.common import ConversionError, config_mismatches, problems_error, stack_shape
 
 # transformers.BertConfig defaults, for fields a config.json leaves out.
 HF_BERT_DEFAULTS = {
@@ -291,26 +291,18 @@ def bert_model_config(params: dict, stored: dict | None) -> dict:
     """The converted-dir "model" section for `params`: shapes from the tensors, the rest (gelu,
     layer_norm_eps, dropout) from the run's own `stored` section, whose sizes must agree."""
     flat = flatten(params)
-
-    def shape(path):
-        if path not in flat:
-            raise ConversionError(f"not a tlx BERT params tree: {path} is missing")
-        return np.shape(flat[path])
-
-    layer_paths = {p.split("/")[2] for p in flat if p.startswith("encoder/layers/layer_")}
-    vocab, hidden = shape("encoder/token_embed/embedding")
-    _, num_heads, _ = shape("encoder/layers/layer_0/attention/query_kernel")
-    inferred = {
-        "num_layers": len(layer_paths),
-        "hidden_size": hidden,
-        "num_heads": num_heads,
-        "intermediate_size": shape("encoder/layers/layer_0/mlp/wi/kernel")[1],
-        "vocab_size": vocab,
-        "max_position": shape("encoder/position_embed/embedding")[0],
-        "type_vocab_size": shape("encoder/segment_embed/embedding")[0],
-    }
+    inferred = stack_shape(flat, "encoder", "BERT")
+    if "encoder/segment_embed/embedding" not in flat:
+        raise ConversionError(
+            "not a tlx BERT params tree: encoder/segment_embed/embedding is missing"
+        )
+    inferred["type_vocab_size"] = np.shape(flat["encoder/segment_embed/embedding"])[0]
     name = "bert_classifier" if "classifier" in params else "bert_pretrain"
-    extra = {"num_classes": shape("classifier/dense/kernel")[1]} if "classifier" in params else {}
+    extra = {}
+    if "classifier" in params:
+        if "classifier/dense/kernel" not in flat:
+            raise ConversionError("not a tlx BERT params tree: classifier/dense/kernel is missing")
+        extra = {"num_classes": np.shape(flat["classifier/dense/kernel"])[1]}
     if stored is None:
         logging.warning("no config.json model section: using tlx defaults for gelu, layer_norm_eps")
         cfg = resolve_bert_config({"name": "bert_pretrain", "size": "custom", **inferred})
@@ -320,11 +312,7 @@ def bert_model_config(params: dict, stored: dict | None) -> dict:
                 f"config.json model.name={stored.get('name')!r} but the params are a {name} tree"
             )
         cfg = resolve_bert_config(stored)
-        wrong = [
-            f"model.{k}={getattr(cfg, k)} in config.json but the checkpoint has {v}"
-            for k, v in inferred.items()
-            if getattr(cfg, k) != v
-        ]
+        wrong = config_mismatches(cfg, inferred)
         wrong += [
             f"model.{k}={stored.get(k)} in config.json but the checkpoint has {v}"
             for k, v in extra.items()

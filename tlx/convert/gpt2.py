@@ -17,7 +17,7 @@ import numpy as np
 
 from tlx import models
 from tlx.checkpoint import flatten, unflatten
-from tlx.convert.common import ConversionError, problems_error
+from tlx.convert.common import ConversionError, config_mismatches, problems_error, stack_shape
 
 # transformers.GPT2Config defaults, for fields a config.json leaves out.
 HF_GPT2_DEFAULTS = {
@@ -271,23 +271,7 @@ def gpt2_model_config(params: dict, stored: dict | None) -> dict:
     """The "model" section for `params`: shapes from the tensors, the rest (gelu, layer_norm_eps,
     dropout, a task head's fields) from the run's own `stored` section, whose sizes must agree."""
     flat = flatten(params)
-
-    def shape(path):
-        if path not in flat:
-            raise ConversionError(f"not a tlx GPT params tree: {path} is missing")
-        return np.shape(flat[path])
-
-    layer_paths = {p.split("/")[2] for p in flat if p.startswith("decoder/layers/layer_")}
-    vocab, hidden = shape("decoder/token_embed/embedding")
-    _, num_heads, _ = shape("decoder/layers/layer_0/attention/query_kernel")
-    inferred = {
-        "num_layers": len(layer_paths),
-        "hidden_size": hidden,
-        "num_heads": num_heads,
-        "intermediate_size": shape("decoder/layers/layer_0/mlp/wi/kernel")[1],
-        "vocab_size": vocab,
-        "max_position": shape("decoder/position_embed/embedding")[0],
-    }
+    inferred = stack_shape(flat, "decoder", "GPT")
     has_head = any(not p.startswith("decoder/") for p in flat)
     if stored is None:
         if has_head:
@@ -313,11 +297,7 @@ def gpt2_model_config(params: dict, stored: dict | None) -> dict:
             )
         _require_gpt2(stored.get("variant", "gpt2"))
         cfg = resolve_gpt_config(stored)
-        wrong = [
-            f"model.{k}={getattr(cfg, k)} in config.json but the checkpoint has {v}"
-            for k, v in inferred.items()
-            if getattr(cfg, k) != v
-        ]
+        wrong = config_mismatches(cfg, inferred)
         if wrong:
             raise problems_error("config.json does not describe the checkpoint", wrong)
         extra = {k: stored[k] for k in HEAD_KEYS if k in stored}
