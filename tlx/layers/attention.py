@@ -27,11 +27,18 @@ class MultiHeadAttention(nn.Module):
 
     @nn.compact
     def __call__(
-        self, x: jnp.ndarray, bias: jnp.ndarray | None, *, deterministic: bool, decode=False
+        self,
+        x: jnp.ndarray,
+        bias: jnp.ndarray | None,
+        *,
+        deterministic: bool,
+        decode: bool = False,
+        cache_index: jnp.ndarray | int = 0,
     ) -> jnp.ndarray:
         """x [B, L, D]; bias broadcastable to [B, H, L, L] (additive). decode=True: causal
-        attention of these L new positions over a key/value cache (the `cache` collection,
-        shaped by an init call on the full length) and `bias` is ignored."""
+        attention of these L new positions, written at `cache_index` (the caller's count of
+        positions already cached), over a key/value cache (the `cache` collection, shaped by an
+        init call on the full length); `bias` is ignored."""
         d, h, dh = x.shape[-1], self.num_heads, self.head_dim
 
         def weight(name, shape, axes, init):
@@ -49,7 +56,7 @@ class MultiHeadAttention(nn.Module):
 
         q, k, v = project("query"), project("key"), project("value")
         if decode:
-            k, v, bias = self._cached(k, v)
+            k, v, bias = self._cached(k, v, cache_index)
         q = q / jnp.sqrt(dh).astype(self.dtype)
         logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) + bias  # [B, H, Lq, Lk]
         probs = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
@@ -62,20 +69,17 @@ class MultiHeadAttention(nn.Module):
         out_bias = weight("out_bias", (d,), ("embed",), nn.initializers.zeros)
         return jnp.einsum("blhk,hkd->bld", ctx, out_kernel) + out_bias  # [B, L, D]
 
-    def _cached(self, k, v):
-        """Appends this call's keys/values [B, T, H, Dh] at the cache index; returns the whole
-        cache [B, Lmax, H, Dh] twice and the causal bias [1, 1, T, Lmax] of the T queries."""
+    def _cached(self, k, v, i):
+        """Writes this call's keys/values [B, T, H, Dh] at position i; returns the whole cache
+        [B, Lmax, H, Dh] twice and the causal bias [1, 1, T, Lmax] of the T queries."""
         ready = self.has_variable("cache", "cached_key")
         ck = self.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)
         cv = self.variable("cache", "cached_value", jnp.zeros, v.shape, v.dtype)
-        index = self.variable("cache", "cache_index", lambda: jnp.zeros((), jnp.int32))
         t = k.shape[1]
         if not ready:  # the init call only shapes the cache; attend within the chunk
             return k, v, causal_bias(t)
-        i = index.value
         ck.value = jax.lax.dynamic_update_slice(ck.value, k.astype(ck.value.dtype), (0, i, 0, 0))
         cv.value = jax.lax.dynamic_update_slice(cv.value, v.astype(cv.value.dtype), (0, i, 0, 0))
-        index.value = i + t
         query_pos = i + jnp.arange(t)  # [T]
         allowed = jnp.arange(ck.value.shape[1])[None, :] <= query_pos[:, None]  # [T, Lmax]
         bias = jnp.where(allowed, 0.0, MASK_VALUE).astype(jnp.float32)[None, None]

@@ -95,7 +95,9 @@ class TransformerBlock(nn.Module):
     config: TransformerConfig
 
     @nn.compact
-    def __call__(self, x, bias, *, deterministic: bool, decode: bool = False) -> jnp.ndarray:
+    def __call__(
+        self, x, bias, *, deterministic: bool, decode: bool = False, cache_index=0
+    ) -> jnp.ndarray:
         cfg = self.config
         dtype = jnp.dtype(cfg.dtype)
         drop = lambda y: nn.Dropout(cfg.dropout_rate)(y, deterministic=deterministic)  # noqa: E731
@@ -113,7 +115,11 @@ class TransformerBlock(nn.Module):
         mlp = Mlp(cfg.intermediate_size, gelu=cfg.gelu, dtype=dtype, out_init=out_init, name="mlp")
         ln_attn = layer_norm(cfg.layer_norm_eps, "attention_ln", dtype)
         ln_mlp = layer_norm(cfg.layer_norm_eps, "mlp_ln", dtype)
-        attend = lambda y: attn(y, bias, deterministic=deterministic, decode=decode)  # noqa: E731
+
+        def attend(y):
+            return attn(
+                y, bias, deterministic=deterministic, decode=decode, cache_index=cache_index
+            )
 
         if cfg.norm_position == "post":
             x = ln_attn(x + drop(attend(x)))
@@ -130,11 +136,11 @@ class TransformerStack(nn.Module):
     config: TransformerConfig
 
     @nn.compact
-    def __call__(self, x, bias, *, deterministic: bool, decode: bool = False):
+    def __call__(self, x, bias, *, deterministic: bool, decode: bool = False, cache_index=0):
         states = []
         for i in range(self.config.num_layers):
             x = TransformerBlock(self.config, name=f"layer_{i}")(
-                x, bias, deterministic=deterministic, decode=decode
+                x, bias, deterministic=deterministic, decode=decode, cache_index=cache_index
             )
             states.append(x)
         return x, states

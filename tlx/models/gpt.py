@@ -97,8 +97,10 @@ class GptDecoder(nn.Module):
     def __call__(self, input_ids, *, document_ids=None, positions=None, deterministic: bool,
                  decode: bool = False):  # fmt: skip
         length = input_ids.shape[1]
-        if decode:
-            positions = self.decode_position(input_ids)
+        start = 0
+        if decode:  # one position counter for the whole stack; layers write their cache there
+            start = self.decode_position(length)
+            positions = jnp.broadcast_to(start + jnp.arange(length)[None], input_ids.shape)
             bias = None
         else:
             if length > self.config.max_position:
@@ -113,7 +115,9 @@ class GptDecoder(nn.Module):
         x = self.token_embed(input_ids) + self.position_embed(positions)  # [B, L, D]
         x = self.embed_dropout(x, deterministic=deterministic)
         x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
-        out, states = self.layers(x, bias, deterministic=deterministic, decode=decode)
+        out, states = self.layers(
+            x, bias, deterministic=deterministic, decode=decode, cache_index=start
+        )
         if self.config.variant == "gpt2":
             out = self.final_ln(out)
             states = [*states[:-1], out]
@@ -128,17 +132,17 @@ class GptDecoder(nn.Module):
 
 
 class _DecodePosition(nn.Module):
-    """Positions [B, T] of the T tokens fed to a decode step, counted in the `cache` collection."""
+    """Positions already decoded, counted in the `cache` collection: returns the first position
+    of the `length` tokens fed now and advances the count (the init call only creates it)."""
 
     @nn.compact
-    def __call__(self, input_ids):
+    def __call__(self, length: int):
         ready = self.has_variable("cache", "position")
         pos = self.variable("cache", "position", lambda: jnp.zeros((), jnp.int32))
-        length = input_ids.shape[1]
         start = pos.value if ready else 0
         if ready:
             pos.value = start + length
-        return jnp.broadcast_to(start + jnp.arange(length)[None], input_ids.shape)
+        return start
 
 
 def _decoder_inputs(batch) -> dict:
