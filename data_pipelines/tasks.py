@@ -25,12 +25,17 @@ from data_pipelines import (  # noqa: F401
     bert_pretrain,
     causal_lm,
     classification,
+    cooccur,
+    skipgram,
     sources,
     tagging,
     vocabularies,
+    words,
 )
 from data_pipelines.bert_pretrain import PretrainOptions
 from data_pipelines.causal_lm import CausalLMOptions
+from data_pipelines.cooccur import GloveOptions
+from data_pipelines.skipgram import SkipGramOptions
 from data_pipelines.sources import DOWNSTREAM, ShardedFunctionSource, TaskInfo
 
 # Sources already permute examples globally by seed; this buffer only mixes across epoch
@@ -39,7 +44,14 @@ SHUFFLE_BUFFER = 1024
 # task name -> (base, vocab spec, options); lets get_dataset find a task's variant family.
 _VARIANTS: dict[str, tuple[str, str, dict]] = {}
 # Pretraining bases: their options class, whose seq_len get_dataset routes on.
-_PRETRAIN = {"bert_pretrain": PretrainOptions, "causal_lm": CausalLMOptions}
+_PRETRAIN = {
+    "bert_pretrain": PretrainOptions,
+    "causal_lm": CausalLMOptions,
+    "skipgram": SkipGramOptions,
+    "glove": GloveOptions,
+}
+# Word-embedding tasks: their vocabulary is the corpus' own min-count word list.
+_WORD_TASKS = {"skipgram": skipgram, "glove": cooccur}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,13 +257,35 @@ def get_task_name(base: str, vocab: str = vocabularies.DEFAULT_VOCAB, **options)
             _register_bert(name, vocab, opts)
         elif base == "causal_lm":
             causal_lm.register(name, vocab, opts)
+        elif base in _WORD_TASKS:
+            _WORD_TASKS[base].register(name, vocab, opts)
         else:
             DOWNSTREAM[base][1](name, vocab, **dataclasses.asdict(opts))
     _VARIANTS[name] = (base, vocab, dataclasses.asdict(opts))
     return name
 
 
-def _sequence_lengths(task: seqio.Task, seq_len: int) -> dict[str, int]:
+def word_corpus(task_name: str):
+    """The words.WordCorpus a word-embedding task (skipgram, glove) trains on, else None."""
+    base, _, options = _VARIANTS.get(task_name, (task_name, None, None))
+    if base not in _WORD_TASKS:
+        return None
+    opts = _PRETRAIN[base](**(options or {}))
+    return words.load_corpus(opts.corpus_options)
+
+
+def word_rows_per_epoch(task_name: str) -> float:
+    """Rows (examples) in one epoch of a word-embedding task (expected, for skipgram)."""
+    base, _, options = _VARIANTS[task_name]
+    opts = _PRETRAIN[base](**options)
+    if base == "skipgram":
+        return skipgram.rows_per_epoch(words.load_corpus(opts.corpus_options), opts)
+    return cooccur.rows_per_epoch(opts)
+
+
+def _sequence_lengths(task: seqio.Task, seq_len: int) -> dict[str, int] | None:
+    if task.name in _VARIANTS and _VARIANTS[task.name][0] in _WORD_TASKS:
+        return None  # fixed-shape rows built by the source itself
     lengths = {k: seq_len for k, f in task.output_features.items() if f.rank == 1}
     if task.name in _VARIANTS and _VARIANTS[task.name][0] == "bert_pretrain":
         max_predictions = PretrainOptions(**_VARIANTS[task.name][2]).max_predictions

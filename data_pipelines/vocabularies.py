@@ -201,15 +201,22 @@ def get_vocabulary(spec: str = DEFAULT_VOCAB) -> seqio.Vocabulary:
         return WordPieceVocabulary(_bert_uncased_vocab_file, lower_case=True)
     if spec.startswith("wordpiece:"):
         return WordPieceVocabulary(spec.removeprefix("wordpiece:"), lower_case=True)
+    if spec.startswith("words:"):
+        from data_pipelines import words
+
+        return words.vocabulary(spec)
     match = re.fullmatch(r"sp(\d+)", spec)
     if match:
         return seqio.SentencePieceVocabulary(str(train_sentencepiece(int(match.group(1)))))
-    raise ValueError(f"unknown vocabulary spec {spec!r}: use bert_uncased, wordpiece:PATH or sp<N>")
+    raise ValueError(
+        f"unknown vocabulary spec {spec!r}: use bert_uncased, wordpiece:PATH, sp<N>, "
+        "words:PATH or words:glove6b"
+    )
 
 
 def encode_batch(vocab: seqio.Vocabulary, texts: Sequence[str]) -> list[np.ndarray]:
     """int32 ids of each text, batched where the vocabulary allows."""
-    if isinstance(vocab, WordPieceVocabulary):
+    if hasattr(vocab, "encode_batch"):  # WordPieceVocabulary, words.WordVocabulary
         return vocab.encode_batch(texts)
     if isinstance(vocab, seqio.SentencePieceVocabulary):
         return [np.asarray(ids, np.int32) for ids in vocab.tokenizer.encode(list(texts))]
@@ -218,7 +225,7 @@ def encode_batch(vocab: seqio.Vocabulary, texts: Sequence[str]) -> list[np.ndarr
 
 def id_to_token(vocab: seqio.Vocabulary) -> list[str]:
     """The token string of every id."""
-    if isinstance(vocab, WordPieceVocabulary):
+    if hasattr(vocab, "tokens"):  # WordPieceVocabulary, words.WordVocabulary
         return list(vocab.tokens)
     if isinstance(vocab, seqio.SentencePieceVocabulary):
         sp = vocab.tokenizer
@@ -232,6 +239,8 @@ def fingerprint(vocab: seqio.Vocabulary) -> str:
         content = vocab.vocab_file.read_bytes() + bytes([vocab._lower_case])
     elif isinstance(vocab, seqio.SentencePieceVocabulary):
         content = vocab.sp_model
+    elif hasattr(vocab, "tokens"):
+        content = "\n".join(vocab.tokens).encode()
     else:
         content = str(vocab).encode()
     return hashlib.sha256(content).hexdigest()[:12]

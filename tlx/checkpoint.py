@@ -225,3 +225,29 @@ def restore_params(directory: str, abstract_params, shardings, step: int | None 
     )
     mngr.close()
     return step, restored["params"]
+
+
+def load_word_vectors(source: str, vocab_spec: str, where: str, params, shardings):
+    """(params with the table at path `where` replaced by `source`'s vectors (tlx.wordvec:
+    glove6b, a word2vec/GloVe file, a tlx run dir) aligned to the ids of data vocabulary
+    `vocab_spec`, words found, vocabulary size). A missing or mis-shaped table is an error."""
+    import data_pipelines
+    from tlx import wordvec  # only word-vector runs read GloVe / word2vec files
+
+    vocab = data_pipelines.vocabularies.get_vocabulary(vocab_spec)
+    tokens = data_pipelines.vocabularies.id_to_token(vocab)
+    matrix, hits = wordvec.embedding_matrix(wordvec.load_source(source), tokens)
+    flat = flatten(params)
+    if where not in flat:
+        tables = [p for p in flat if p.endswith("embedding")]
+        raise TransferError(
+            f"transfer.vectors_param={where!r} is not a model parameter; tables: {tables}"
+        )
+    if tuple(flat[where].shape) != matrix.shape:
+        raise TransferError(
+            f"parameter {where}: model shape {tuple(flat[where].shape)} != {matrix.shape} "
+            f"from init_vectors={source!r} ({len(tokens)} tokens of data.vocab={vocab_spec!r}"
+            f" x {matrix.shape[1]}-dim vectors); set model.embed_dim / model.vocab_size"
+        )
+    flat[where] = jax.device_put(matrix.astype(flat[where].dtype), flatten(shardings)[where])
+    return unflatten(flat), hits, len(tokens)

@@ -72,9 +72,28 @@ def task_metrics(info, collected: list[dict]) -> dict[str, float]:
     return info.metric_fn(targets, predictions)
 
 
+# Objectives whose models are word-vector tables: they are scored on word_eval, not on a split.
+WORD_OBJECTIVES = ("sgns", "glove")
+
+
+def word_vectors(setup, cfg, params):
+    """The run's word vectors (tlx.wordvec.WordVectors): the model's exported table, with the
+    corpus vocabulary of its task."""
+    from tlx import wordvec
+
+    table = setup.model.apply({"params": params}, method="word_vectors")
+    corpus = data_pipelines.tasks.word_corpus(cfg.data.task_name)
+    return wordvec.WordVectors(list(corpus.words), np.asarray(jax.device_get(table), np.float32))
+
+
 def score(setup, cfg, params, global_batch: int, split: str) -> dict[str, float]:
     """Objective metrics (and, for downstream tasks, the task's metrics) over `split`.
-    A mixture is scored member by member: TASK/METRIC, and `average` of the primary metrics."""
+    A mixture is scored member by member: TASK/METRIC, and `average` of the primary metrics.
+    Word-vector runs are scored on WordSim-353, SimLex-999 and the Google analogies."""
+    if cfg.objective in WORD_OBJECTIVES:
+        from tlx import word_eval
+
+        return word_eval.evaluate(word_vectors(setup, cfg, params), cfg.data.data_dir or None)
     members = data_pipelines.tasks.mixture_members(cfg.data.task_name)
     if members is not None:
         out, primaries, losses = {}, [], []
@@ -110,7 +129,13 @@ def _load_run_config(workdir: str, task: str | None) -> ml_collections.ConfigDic
         raise FileNotFoundError(f"{path} not found: --workdir must be a tlx run directory")
     with open(path) as f:
         cfg = ml_collections.ConfigDict(json.load(f))
-    if task and task != cfg.data.task:
+    if task == "word_eval":
+        if cfg.objective not in WORD_OBJECTIVES:
+            raise ValueError(
+                f"--task=word_eval scores word-vector runs ({WORD_OBJECTIVES}); the run in "
+                f"{workdir} trains objective {cfg.objective!r}"
+            )
+    elif task and task != cfg.data.task:
         info, model = downstream(task), cfg.model
         if info is None:
             raise ValueError(f"--task={task} is not a downstream task")
@@ -156,14 +181,14 @@ def evaluate_run(
     num_examples = metrics.pop("num_examples", None)
     result = {
         "num_examples": num_examples,
-        "task": cfg.data.task,
+        "task": task or cfg.data.task,
         "split": split,
         "checkpoint": os.path.join(directory, str(step)),
         "step": step,
         "metrics": metrics,
     }
     if jax.process_index() == 0:
-        with open(os.path.join(workdir, f"eval_{cfg.data.task}.json"), "w") as f:
+        with open(os.path.join(workdir, f"eval_{task or cfg.data.task}.json"), "w") as f:
             json.dump(result, f, indent=2)
     return result
 

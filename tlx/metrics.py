@@ -81,4 +81,7 @@ SHOWN = (
     "eval/token_accuracy",
     "eval/average",
     "eval/perplexity",
+    "eval/wordsim353/spearman",
+    "eval/simlex999/spearman",
+    "eval/analogy/total_accuracy",
 )

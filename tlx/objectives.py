@@ -184,11 +184,45 @@ def with_lm_aux(task: Objective, lm_coef: float, xent_chunk: int = XENT_CHUNK) -
     return objective
 
 
+# ---------------------------------------------------------------------------- word embeddings
+# Both are sums, not means: word2vec and GloVe are SGD/AdaGrad over single pairs or entries
+# with a per-pair learning rate, and a batch applies those per-pair updates together.
+
+
+def sgns(outputs: dict, batch: dict):
+    """Skip-gram / CBOW negative sampling: -log s(u.v) per real pair, -log s(-u.n) per noise
+    word (weighted by how many pairs share that draw)."""
+    pos, pos_mask = outputs["pos_logits"], outputs["pos_mask"].astype(jnp.float32)
+    neg, neg_w = outputs["neg_logits"], outputs["neg_weight"]
+    pos_loss = (jax.nn.softplus(-pos) * pos_mask).sum()
+    neg_loss = (jax.nn.softplus(neg) * neg_w[..., None]).sum()
+    loss = pos_loss + neg_loss
+    pairs = pos_mask.sum()
+    return loss, {
+        "loss": (loss, pairs),  # per training pair (its noise words included)
+        "pos_loss": (pos_loss, pairs),
+        "pos_accuracy": (((pos > 0) * pos_mask).sum(), pairs),
+        "pairs_per_step": (pairs, 1.0),
+    }
+
+
+def glove(outputs: dict, batch: dict):
+    """GloVe's weighted least squares: 1/2 f(X_ij) (w_i.w~_j + b_i + b~_j - log X_ij)^2; the
+    pipeline ships f(X_ij) as `weight` (0 for padding entries) and log X_ij as `log_count`."""
+    diff = outputs["prediction"] - batch["log_count"]
+    weight = batch["weight"]
+    loss = 0.5 * (weight * diff**2).sum()
+    n = (weight > 0).sum().astype(jnp.float32)
+    return loss, {"loss": (loss, n), "entries_per_step": (n, 1.0)}
+
+
 OBJECTIVES: dict[str, Objective] = {
     "mlm_nsp": mlm_nsp,
     "classification": classification,
     "tagging": tagging,
     "causal_lm": causal_lm,
+    "sgns": sgns,
+    "glove": glove,
 }
 
 

@@ -10,6 +10,8 @@ import jax
 import ml_collections
 import optax
 
+from tlx import sparse
+
 
 def path_str(path) -> str:
     """A jax key path -> 'encoder/layers/layer_0/attention/query/kernel'."""
@@ -51,8 +53,21 @@ def _decays(path: str) -> bool:
 
 
 def make_optimizer(cfg: ml_collections.ConfigDict, params, total_steps: int):
-    """Returns (optax transformation, schedule). `params` only supplies the tree structure."""
+    """Returns (optax transformation, schedule). `params` only supplies the tree structure.
+
+    `name`: adamw (default); sgd / adagrad (dense; word-embedding baselines); sparse_sgd /
+    sparse_adagrad (row-sparse updates of embedding tables, see tlx.sparse)."""
     schedule = learning_rate_schedule(cfg, total_steps)
+    name = cfg.get("name", "adamw")
+    if name in sparse.NAMES:
+        return sparse.make_optimizer(cfg, schedule), schedule
+    if name == "sgd":
+        return optax.sgd(schedule), schedule
+    if name == "adagrad":
+        acc = cfg.get("initial_accumulator", 1.0)
+        return optax.adagrad(schedule, initial_accumulator_value=acc, eps=0.0), schedule
+    if name != "adamw":
+        raise ValueError(f"unknown optim.name {name!r}: adamw, sgd, adagrad or {sparse.NAMES}")
     paths = tree_paths(params)
     frozen = [re.compile(r) for r in cfg.get("frozen", [])]
     for rx in frozen:

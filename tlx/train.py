@@ -24,7 +24,16 @@ import numpy as np
 import optax
 
 import data_pipelines
-from tlx import checkpoint, evaluate, input_pipeline, models, objectives, optim, partitioning
+from tlx import (
+    checkpoint,
+    evaluate,
+    input_pipeline,
+    models,
+    objectives,
+    optim,
+    partitioning,
+    sparse,
+)
 from tlx.metrics import MetricsLog, reduce
 
 
@@ -155,9 +164,13 @@ def build(cfg: ml_collections.ConfigDict, example_batch: dict, devices=None) -> 
         return call
 
     init = in_mesh(jax.jit(with_rules(init_state), out_shardings=state_shardings))
+    if isinstance(tx, sparse.SparseOptimizer):  # embedding tables: row-sparse updates
+        step_fn = sparse.make_train_step(model, objective, tx)
+    else:
+        step_fn = make_train_step(model, objective, tx, schedule)
     train_step = in_mesh(
         jax.jit(
-            with_rules(make_train_step(model, objective, tx, schedule)),
+            with_rules(step_fn),
             in_shardings=(state_shardings, batch_sharding),
             out_shardings=(state_shardings, replicated),
             donate_argnums=(0,),
@@ -250,6 +263,19 @@ class BestTracker:
             self.mngr.close()
 
 
+def export_word_vectors(setup: Setup, cfg, params, workdir: str) -> None:
+    """WORKDIR/words.txt (word, count) and WORKDIR/vectors.txt (word2vec text format), the
+    files `configs/embeddings/classify.py:init=WORKDIR` and gensim read."""
+    from tlx import wordvec
+
+    vectors = evaluate.word_vectors(setup, cfg, params)
+    data_pipelines.tasks.word_corpus(cfg.data.task_name).write_vocab(
+        os.path.join(workdir, "words.txt")
+    )
+    wordvec.save(vectors, os.path.join(workdir, "vectors.txt"), "word2vec")
+    print(f"wrote {len(vectors)} x {vectors.dim} vectors to {workdir}/vectors.txt", flush=True)
+
+
 def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     """Trains per `cfg`, resuming from `workdir` if it holds checkpoints; returns final metrics."""
     # --- distributed init, data task ---------------------------------------------------------
@@ -257,7 +283,11 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str
     os.makedirs(workdir, exist_ok=True)
     cfg = ml_collections.ConfigDict(cfg.to_dict())  # unlocked copy: we add the resolved task
     cfg.data.task_name = resolve_task(cfg)
-    vocab_size = data_pipelines.vocabularies.get_vocabulary(cfg.data.vocab).vocab_size
+    word_corpus = data_pipelines.tasks.word_corpus(cfg.data.task_name)
+    if word_corpus is not None:  # word2vec / GloVe: the corpus' min-count words
+        vocab_size = word_corpus.vocab_size
+    else:
+        vocab_size = data_pipelines.vocabularies.get_vocabulary(cfg.data.vocab).vocab_size
     if "vocab_size" in cfg.model and cfg.model.vocab_size is None:  # "the data's vocabulary"
         cfg.model.vocab_size = vocab_size
     if cfg.model.get("vocab_size") not in (None, vocab_size):
@@ -311,6 +341,17 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str
             opt_state=jax.jit(setup.tx.init, out_shardings=setup.state_shardings.opt_state)(params),
         )
         print(f"initialised from {cfg.transfer.init_from} (step {src_step})", flush=True)
+    elif cfg.transfer.get("init_vectors"):  # word vectors (GloVe, word2vec) into one table
+        where = cfg.transfer.get("vectors_param", "embed/embedding")
+        params, hits, n = checkpoint.load_word_vectors(
+            cfg.transfer.init_vectors, cfg.data.vocab, where, state.params,
+            setup.state_shardings.params,
+        )  # fmt: skip
+        state = state.replace(
+            params=params,
+            opt_state=jax.jit(setup.tx.init, out_shardings=setup.state_shardings.opt_state)(params),
+        )
+        print(f"initialised {where} from {cfg.transfer.init_vectors}: {hits:,} / {n:,} words")
 
     # --- train -------------------------------------------------------------------------------
     log = MetricsLog(workdir, total_steps)
@@ -360,6 +401,8 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str
                 _kill_for_test(step)
     if not last_eval:  # resumed at the final step: still report the final evaluation
         last_eval = evaluate.score(setup, cfg, state.params, global_batch, eval_split)
+    if word_corpus is not None and jax.process_index() == 0:
+        export_word_vectors(setup, cfg, state.params, workdir)
     mngr.wait_until_finished()
     mngr.close()
     log.close()

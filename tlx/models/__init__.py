@@ -2,7 +2,7 @@
 
 from typing import TYPE_CHECKING
 
-from tlx.models import bert, gpt
+from tlx.models import bert, embeddings, gpt, word_encoders
 
 if TYPE_CHECKING:  # the models themselves need no ml_collections (GPU benchmark images lack it)
     import ml_collections
@@ -55,6 +55,14 @@ def build(cfg: "ml_collections.ConfigDict"):
             return gpt.GptForSequenceClassification(gpt_cfg, cfg.num_classes, **task_head)
         if cfg.name == "gpt_tagger":
             return gpt.GptForTokenClassification(gpt_cfg, cfg.num_classes, **task_head)
+    if cfg.name in ("word2vec", "glove"):
+        if cfg.get("vocab_size") is None:
+            raise ValueError("model.vocab_size is None: tlx.train fills it from the corpus")
+        if cfg.name == "glove":
+            return embeddings.GloVe(cfg.vocab_size, cfg.dim)
+        return embeddings.Word2Vec(cfg.vocab_size, cfg.dim, cfg.arch, cfg.window)
+    if cfg.name in ("word_classifier", "word_tagger"):
+        return word_encoders.build(cfg)
     raise ValueError(f"unknown model.name {cfg.name!r}; expected one of {MODELS}")
 
 
@@ -65,4 +73,8 @@ MODELS = (
     "gpt_lm",
     "gpt_classifier",
     "gpt_tagger",
+    "word_classifier",
+    "word_tagger",
+    "word2vec",
+    "glove",
 )

@@ -1,0 +1,60 @@
+r"""GloVe on the pretraining corpus: co-occurrences (window 10, 1/distance) counted once and
+cached, then AdaGrad on the weighted least squares, as glove.c does.
+
+  python -m tlx.train --config=configs/embeddings/glove.py --workdir=runs/glove
+  python -m tlx.evaluate --workdir=runs/glove --task=word_eval
+
+Arguments: dim, window, x_max, alpha, min_count, epochs, lr, runlocal. Defaults follow the
+paper / glove.c (x_max 100, alpha 0.75, AdaGrad lr 0.05 with accumulators starting at 1); the
+exported vectors are W + W~ (WORKDIR/vectors.txt, word2vec text format).
+"""
+
+from configs import common
+
+
+def get_config(arg=None):
+    args = common.parse_arg(
+        arg,
+        dim=100,
+        window=10,
+        x_max=100.0,
+        alpha=0.75,
+        min_count=5,
+        epochs=25.0,
+        lr=0.05,
+        batch=16,
+        runlocal=False,
+    )
+    c = common.base_config()
+    c.objective = "glove"
+    c.data.task = "glove"
+    c.data.seq_len = 4096  # co-occurrence entries per row
+    c.data.options.window = args.window
+    c.data.options.x_max = args.x_max
+    c.data.options.alpha = args.alpha
+    c.data.options.min_count = args.min_count
+    c.model = dict(name="glove", vocab_size=None, dim=args.dim)
+    c.optim.name = "sparse_adagrad"
+    c.optim.lr = args.lr
+    c.optim.end_factor = 1.0  # constant, as glove.c
+    c.optim.initial_accumulator = 1.0
+    c.optim.weight_decay = 0.0
+    c.optim.grad_clip = 0.0
+    c.train.batch_size = args.batch
+    c.train.epochs = args.epochs
+    c.train.eval_every = 0  # once per epoch
+    c.train.log_every = 25
+    c.checkpoint.every = 200
+    if args.runlocal:
+        c.data.seq_len = 256
+        c.data.options.sources = ("inaugural",)
+        c.data.options.min_count = 2
+        c.model.dim = 16
+        c.train.batch_size = 8  # divisible by the 8 test devices
+        c.train.epochs = 0.0
+        c.train.steps = 6
+        c.train.eval_every = 3
+        c.train.log_every = 3
+        c.checkpoint.every = 3
+        c.checkpoint.async_save = False
+    return c

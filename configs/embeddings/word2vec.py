@@ -1,0 +1,65 @@
+r"""word2vec (skip-gram or CBOW, negative sampling) on the pretraining corpus.
+
+  python -m tlx.train --config=configs/embeddings/word2vec.py:arch=sg --workdir=runs/w2v_sg
+  python -m tlx.evaluate --workdir=runs/w2v_sg --task=word_eval   # -> eval_word_eval.json
+
+Arguments: arch (sg | cbow), dim, window, negatives, sample, min_count, epochs, lr, runlocal.
+Defaults are gensim's (dim 100, window 5, negative 5, sample 1e-3, min_count 5, 5 epochs, alpha
+0.025 decaying linearly to 0.0001). A step trains `batch` rows of `seq_len` centre words; the
+tables shard over the mesh's vocab axis (partition rule 'vocab'). The run ends by writing
+WORKDIR/words.txt and WORKDIR/vectors.txt (word2vec text format) and is scored on word_eval
+(WordSim-353, SimLex-999 Spearman; Google analogies, 3CosAdd over the top 30k words) each epoch.
+"""
+
+from configs import common
+
+
+def get_config(arg=None):
+    args = common.parse_arg(
+        arg,
+        arch="sg",
+        dim=100,
+        window=5,
+        negatives=5,
+        sample=1e-3,
+        min_count=5,
+        epochs=5.0,
+        lr=0.025,
+        batch=4,
+        runlocal=False,
+    )
+    c = common.base_config()
+    c.objective = "sgns"
+    c.data.task = "skipgram"
+    c.data.seq_len = 512  # centre words per row
+    c.data.options.window = args.window
+    c.data.options.negatives = args.negatives
+    c.data.options.sample = args.sample
+    c.data.options.min_count = args.min_count
+    c.model = dict(
+        name="word2vec", vocab_size=None, dim=args.dim, arch=args.arch, window=args.window
+    )
+    c.optim.name = "sparse_sgd"
+    c.optim.duplicates = "sum"
+    c.optim.lr = args.lr
+    c.optim.end_factor = 1e-4 / 0.025  # gensim's min_alpha 0.0001 at alpha 0.025
+    c.optim.weight_decay = 0.0
+    c.optim.grad_clip = 0.0
+    c.train.batch_size = args.batch
+    c.train.epochs = args.epochs
+    c.train.eval_every = 0  # once per epoch
+    c.train.log_every = 50
+    c.checkpoint.every = 200
+    if args.runlocal:
+        c.data.seq_len = 64
+        c.data.options.sources = ("inaugural",)
+        c.data.options.min_count = 2
+        c.model.dim = 16
+        c.train.batch_size = 8  # divisible by the 8 test devices
+        c.train.epochs = 0.0
+        c.train.steps = 6
+        c.train.eval_every = 3
+        c.train.log_every = 3
+        c.checkpoint.every = 3
+        c.checkpoint.async_save = False
+    return c

@@ -1,0 +1,225 @@
+r"""word2vec and GloVe: tlx vs gensim Word2Vec and glove-python, speed and quality, one run.
+
+  python launch/benchmark_embeddings.py [--variants=sg,cbow,glove] [--epochs=5] \
+      [--glove_epochs=25] [--out=runs/bench_embeddings.json]
+
+Corpus: the training split of the pretraining corpus as tlx tokenizes it (data_pipelines.words,
+min-count 5); both libraries get the same sentences of in-vocabulary words, so the vocabulary
+and the words counted are identical.
+
+word2vec (dim 100, window 5, negative 5, sample 1e-3, alpha 0.025 -> 0.0001, 5 epochs):
+  tlx     `python -m tlx.train --config=configs/embeddings/word2vec.py:arch=ARCH` as a user runs
+          it (SeqIO pipeline, jitted sparse step, checkpoints), evaluation only at the end;
+  gensim  gensim.models.Word2Vec(workers = number of cores), vocabulary built beforehand.
+  words/s = epochs x corpus words / training wall time. tlx's wall time is end to end: JIT
+  compilation, pipeline start-up, checkpoint writes, everything but its final word_eval; gensim's
+  is its `train()` call. tlx's steady-state rate (median of its logged windows, centre words/s
+  divided by the fraction that survives subsampling) is reported alongside.
+GloVe (dim 100, window 10, x_max 100, alpha 0.75, AdaGrad lr 0.05):
+  tlx     configs/embeddings/glove.py on the cached co-occurrence matrix (its counting time is
+          reported separately);
+  peer    glove-python (`pip install bicleaner-ai-glove`) `Glove.fit` on the same matrix, upper
+          triangle as its own Corpus produces, threads = cores. entries/s = epochs x entries
+          trained per epoch / fit time (tlx trains both (i, j) and (j, i), as glove.c does).
+Quality: every vector set is scored by tlx.word_eval (WordSim-353 and SimLex-999 Spearman, Google
+analogies 3CosAdd over the 30k most frequent words). Each variant runs in its own process.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import bench_common
+import numpy as np
+
+QUALITY = (
+    "wordsim353/spearman",
+    "simlex999/spearman",
+    "analogy/semantic_accuracy",
+    "analogy/syntactic_accuracy",
+    "analogy/total_accuracy",
+    "analogy/coverage",
+)
+
+
+def _sentences(wc) -> list[list[str]]:
+    cuts = np.flatnonzero(np.diff(wc.sentence)) + 1
+    words = np.array(wc.words, dtype=object)
+    return [list(words[s]) for s in np.split(wc.ids, cuts)]
+
+
+def _quality(vectors) -> dict:
+    from tlx import word_eval
+
+    metrics = word_eval.evaluate(vectors)
+    return {k: metrics[k] for k in QUALITY}
+
+
+def run_tlx(arch: str, epochs: float, glove_epochs: float) -> dict:
+    """arch: sg | cbow | glove, or sg_dense / cbow_dense (optax SGD on dense [V, D] gradients
+    instead of tlx.sparse's row updates: the sparse-vs-dense measurement)."""
+    arch, _, dense = arch.partition("_")
+    from ml_collections import config_flags  # noqa: F401  (config loading)
+
+    from configs.embeddings import glove as glove_config
+    from configs.embeddings import word2vec as w2v_config
+    from data_pipelines import cooccur, skipgram, words
+    from tlx import train, wordvec
+
+    train.quiet_logs = lambda: None
+    if arch == "glove":
+        cfg = glove_config.get_config(f"epochs={glove_epochs}")
+        opts = cooccur.GloveOptions()
+        wc = words.load_corpus(opts.corpus_options)
+        t0 = time.perf_counter()  # counting from scratch (runs read the cached result)
+        entries = len(cooccur.count(wc.ids, wc.sentence, wc.vocab_size, opts.window)[0])
+        count_s = time.perf_counter() - t0
+        cooccur.load_cooccurrences(opts)
+    else:
+        cfg = w2v_config.get_config(f"arch={arch},epochs={epochs}")
+        if dense:
+            cfg.optim.name = "sgd"
+        count_s = None
+    wc = words.load_corpus(words.CorpusOptions())
+    cfg.train.eval_every = 10**9  # only the final evaluation
+    cfg.checkpoint.every = 10**9  # only the final checkpoint
+    workdir = tempfile.mkdtemp(prefix=f"bench_{arch}_")
+    t0 = time.perf_counter()
+    final = train.train_and_evaluate(cfg, workdir)
+    total_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    vectors = wordvec.load(os.path.join(workdir, "vectors.txt"))
+    quality = _quality(vectors)
+    eval_s = time.perf_counter() - t1  # the loop's final word_eval costs about as much
+    wall = total_s - eval_s
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        logs = [json.loads(line) for line in f]
+    rates = [r["tokens_per_sec"] for r in logs if "tokens_per_sec" in r][1:]  # drop compile
+    name = f"tlx_{arch}_dense" if dense else f"tlx_{arch}"
+    result = dict(variant=name, wall_s=wall, quality=quality, workdir=workdir)
+    if arch == "glove":
+        e = cfg.train.epochs
+        result.update(entries=entries, count_s=count_s, epochs=e,
+                      entries_per_s=e * entries / wall,
+                      steady_entries_per_s=statistics.median(rates) if rates else None)  # fmt: skip
+    else:
+        keep = skipgram.keep_probability(wc.counts, cfg.data.options.sample)[wc.ids].mean()
+        result.update(words=len(wc.ids), epochs=epochs, words_per_s=epochs * len(wc.ids) / wall,
+                      steady_words_per_s=statistics.median(rates) / keep if rates else None,
+                      keep_fraction=float(keep))  # fmt: skip
+    del final
+    return result
+
+
+def run_gensim(arch: str, epochs: float) -> dict:
+    from gensim.models import Word2Vec
+
+    from data_pipelines import words
+    from tlx.wordvec import WordVectors
+
+    wc = words.load_corpus(words.CorpusOptions())
+    sentences = _sentences(wc)
+    model = Word2Vec(vector_size=100, window=5, negative=5, sample=1e-3, min_count=5,
+                     sg=int(arch == "sg"), workers=os.cpu_count(), seed=0, alpha=0.025,
+                     min_alpha=0.0001)  # fmt: skip
+    model.build_vocab(sentences)
+    t0 = time.perf_counter()
+    model.train(sentences, total_examples=len(sentences), epochs=int(epochs))
+    wall = time.perf_counter() - t0
+    wv = model.wv
+    vectors = WordVectors(list(wv.index_to_key), np.asarray(wv.vectors, np.float32))
+    return dict(variant=f"gensim_{arch}", wall_s=wall, words=len(wc.ids), epochs=epochs,
+                words_per_s=epochs * len(wc.ids) / wall, vocab=len(wv),
+                quality=_quality(vectors))  # fmt: skip
+
+
+def run_glove_python(epochs: float) -> dict:
+    import scipy.sparse
+    from glove import Glove
+
+    from data_pipelines import cooccur, words
+    from tlx.wordvec import WordVectors
+
+    wc = words.load_corpus(words.CorpusOptions())
+    row, col, value = cooccur.load_cooccurrences(cooccur.GloveOptions())
+    upper = row < col
+    v = wc.vocab_size
+    x = value[upper].astype(np.float64)  # glove-python's Cython loop takes float64 counts
+    matrix = scipy.sparse.coo_matrix((x, (row[upper], col[upper])), shape=(v, v))
+    model = Glove(no_components=100, learning_rate=0.05, alpha=0.75, max_count=100, random_state=0)
+    t0 = time.perf_counter()
+    model.fit(matrix, epochs=int(epochs), no_threads=os.cpu_count())
+    wall = time.perf_counter() - t0
+    vectors = WordVectors(list(wc.words), np.asarray(model.word_vectors, np.float32))
+    n = int(upper.sum())
+    return dict(variant="glove_python", wall_s=wall, entries=n, epochs=epochs,
+                entries_per_s=epochs * n / wall, quality=_quality(vectors))  # fmt: skip
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--variants", default="sg,cbow,glove")
+    p.add_argument("--epochs", type=float, default=5)
+    p.add_argument("--glove_epochs", type=float, default=25)
+    p.add_argument("--only", default="")
+    p.add_argument("--out", default="runs/bench_embeddings.json")
+    a = p.parse_args()
+    os.environ.setdefault("TLX_DATA_DIR", os.path.join(bench_common.ROOT, "..", "shared", "data"))
+    if a.only:
+        lib, _, arch = a.only.partition(":")
+        if lib == "tlx":
+            bench_common.emit(run_tlx(arch, a.epochs, a.glove_epochs))
+        elif lib == "gensim":
+            bench_common.emit(run_gensim(arch, a.epochs))
+        else:
+            bench_common.emit(run_glove_python(a.glove_epochs))
+        return
+    flags = [f"--epochs={a.epochs}", f"--glove_epochs={a.glove_epochs}"]
+    results = {"machine": bench_common.machine(), "runs": []}
+    for variant in a.variants.split(","):
+        if variant == "glove":
+            pair = ["tlx:glove", "glove_python:"]
+        elif variant.endswith("_dense"):
+            pair = [f"tlx:{variant}"]
+        else:
+            pair = [f"tlx:{variant}", f"gensim:{variant}"]
+        for only in pair:
+            print(f"running {only} ...", flush=True)
+            r = bench_common.spawn(__file__, only, flags)
+            results["runs"].append(r)
+            print(json.dumps(r, indent=1), flush=True)
+    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+    with open(a.out, "w") as f:
+        json.dump(results, f, indent=2)
+    _table(results["runs"])
+
+
+def _table(runs: list[dict]) -> None:
+    by = {r["variant"]: r for r in runs}
+    print("\n| variant | rate | ratio | WS353 | SimLex | analogy sem / syn / total (coverage) |")
+    print("|---|---|---|---|---|---|")
+    for tlx_name, peer_name, unit in (("tlx_sg", "gensim_sg", "words_per_s"),
+                                      ("tlx_sg_dense", "gensim_sg", "words_per_s"),
+                                      ("tlx_cbow", "gensim_cbow", "words_per_s"),
+                                      ("tlx_glove", "glove_python", "entries_per_s")):  # fmt: skip
+        for name in (tlx_name, peer_name):
+            r = by.get(name)
+            if r is None or "error" in r or (name == peer_name and tlx_name.endswith("dense")):
+                continue
+            q = r["quality"]
+            peer = by.get(peer_name, {})
+            ratio = r[unit] / peer[unit] if name == tlx_name and unit in peer else None
+            print(f"| {name} | {r[unit]:,.0f} {unit.replace('_per_s', '/s')} | "
+                  f"{'' if ratio is None else f'{ratio:.2f}x'} | {q['wordsim353/spearman']:.3f} | "
+                  f"{q['simlex999/spearman']:.3f} | {100 * q['analogy/semantic_accuracy']:.1f} / "
+                  f"{100 * q['analogy/syntactic_accuracy']:.1f} / "
+                  f"{100 * q['analogy/total_accuracy']:.1f}"
+                  f" ({100 * q['analogy/coverage']:.1f}%) |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    sys.exit(main())

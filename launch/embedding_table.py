@@ -1,0 +1,130 @@
+r"""The embedding-layer transfer table: every task x word-vector source x {scratch, frozen,
+finetune}, each an ordinary `tlx.train` run of configs/embeddings/classify.py scored on dev.
+
+  python launch/embedding_table.py --inits=glove6b,runs/word2vec,runs/glove \
+      --workdir=runs/emb_table [--tasks=sst2,trec,conll2003_ner] [--modes=scratch,frozen,finetune]
+      [--epochs=5 --max_steps=0 --encoder=]
+
+Rows are `INIT MODE` (INIT: glove6b, or the basename of a tlx word2vec / GloVe run dir), columns
+the tasks; a cell is the run's best dev evaluation of the task's primary metric (accuracy, span
+F1 for NER), evaluated every epoch (twice when --max_steps makes a run shorter than an epoch).
+`scratch` uses INIT's vocabulary and dimension with random vectors, so each row triple differs
+only in the embedding layer's init and freezing. Runs go to WORKDIR/INIT/MODE/TASK;
+WORKDIR/results.json holds every run's metrics, wall time and settings, and finished cells are
+skipped when the table is rerun. Each run's resume checkpoint (params + Adam state: ~240 MB for
+a finetuned GloVe 6B table) is deleted once the run is done unless --keep_checkpoints; the best
+dev params stay in RUN/best for `python -m tlx.evaluate`.
+"""
+
+import json
+import math
+import os
+import shutil
+import time
+
+from absl import app, flags
+
+import data_pipelines
+from configs.embeddings import classify
+from tlx import train
+
+TASKS = ("sst2", "trec", "mrpc", "rte", "conll2003_ner", "wnut17_ner", "ud_ewt_upos")
+flags.DEFINE_list("tasks", ["sst2", "trec", "conll2003_ner"], f"Tasks (columns), of {TASKS}.")
+flags.DEFINE_list("inits", ["glove6b"], "Word vectors: glove6b and/or tlx word2vec/GloVe run dirs.")
+flags.DEFINE_list("modes", list(classify.MODES), "Rows per init: scratch, frozen, finetune.")
+flags.DEFINE_string("workdir", "runs/emb_table", "Where the runs and results.json go.")
+flags.DEFINE_string("encoder", "", "bag | cnn | bilstm ('' = cnn for sentences, bilstm tagging).")
+flags.DEFINE_float("epochs", 5.0, "Epochs per run.")
+flags.DEFINE_integer("max_steps", 0, "Cap on steps per run (0: none); caps the epochs.")
+flags.DEFINE_integer("batch", 50, "Batch size.")
+flags.DEFINE_float("lr", 1e-3, "Adam learning rate.")
+flags.DEFINE_bool("keep_checkpoints", False, "Keep each run's resume checkpoint.")
+FLAGS = flags.FLAGS
+
+
+def init_label(init: str) -> str:
+    return init if init == classify.GLOVE6B else os.path.basename(os.path.normpath(init))
+
+
+def primary_metric(task: str) -> str:
+    return data_pipelines.downstream_info(task).primary_metric
+
+
+def _config(task: str, init: str, mode: str):
+    arg = f"task={task},mode={mode},init={init},batch={FLAGS.batch},epochs={FLAGS.epochs}"
+    arg += f",lr={FLAGS.lr}" + (f",encoder={FLAGS.encoder}" if FLAGS.encoder else "")
+    cfg = classify.get_config(arg)
+    cfg.unlock()
+    if FLAGS.max_steps:
+        cfg.data.task_name = train.resolve_task(cfg)
+        n = train.input_pipeline.split_size(cfg, "train")
+        epochs = min(FLAGS.epochs, FLAGS.max_steps * FLAGS.batch / n)
+        if epochs < FLAGS.epochs:
+            cfg.train.epochs = epochs
+            if epochs < 1:  # shorter than an epoch: evaluate halfway and at the end
+                cfg.train.eval_every = max(1, math.ceil(epochs * n / FLAGS.batch / 2))
+    return cfg
+
+
+def main(argv) -> None:
+    del argv
+    train.quiet_logs()
+    unknown = sorted(set(FLAGS.tasks) - set(TASKS))
+    if unknown:
+        raise app.UsageError(f"--tasks: unknown {unknown}; expected some of {TASKS}")
+    labels = [init_label(i) for i in FLAGS.inits]
+    if len(set(labels)) != len(labels):
+        raise app.UsageError(f"--inits {FLAGS.inits} share a row label {labels}; rename a dir")
+    os.makedirs(FLAGS.workdir, exist_ok=True)
+    path = os.path.join(FLAGS.workdir, "results.json")
+    results = json.load(open(path)) if os.path.exists(path) else {}
+    for init, label in zip(FLAGS.inits, labels):
+        for mode in FLAGS.modes:
+            for task in FLAGS.tasks:
+                key = f"{label} {mode}/{task}"
+                if key in results:
+                    continue
+                cfg = _config(task, init, mode)
+                run_dir = os.path.join(FLAGS.workdir, label, mode, task)
+                start = time.time()
+                final = train.train_and_evaluate(cfg, run_dir)
+                results[key] = {
+                    "seconds": time.time() - start,
+                    "init": init,
+                    "mode": mode,
+                    "encoder": cfg.model.encoder,
+                    "epochs": cfg.train.epochs,
+                    "batch": cfg.train.batch_size,
+                    "lr": cfg.optim.lr,
+                    "seq_len": cfg.data.seq_len,
+                    "metric": primary_metric(task),
+                    **final,
+                }
+                with open(path, "w") as f:
+                    json.dump(results, f, indent=2)
+                if not FLAGS.keep_checkpoints:
+                    shutil.rmtree(os.path.join(run_dir, "checkpoints"), ignore_errors=True)
+                print(table(results), flush=True)
+
+
+def table(results: dict) -> str:
+    """Markdown: rows `INIT MODE`, a column per task (best dev primary metric), total time."""
+    tasks = [t for t in TASKS if any(k.endswith("/" + t) for k in results)]
+    rows = list(dict.fromkeys(k.rsplit("/", 1)[0] for k in results))
+    head = "| vectors | " + " | ".join(f"{t} ({primary_metric(t)})" for t in tasks)
+    lines = [head + " | time |", "|---" * (len(tasks) + 2) + "|"]
+    for r in rows:
+        cells, secs = [], 0.0
+        for t in tasks:
+            res = results.get(f"{r}/{t}")
+            if res is None:
+                cells.append("-")
+                continue
+            cells.append(f"{res['best/' + res['metric']]:.1f}")
+            secs += res["seconds"]
+        lines.append(f"| {r} | " + " | ".join(cells) + f" | {secs / 60:.1f} min |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    app.run(main)
