@@ -91,6 +91,21 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
+def runlocal(
+    c: ml_collections.ConfigDict, *, steps: int, every: int, log_every=None, eval_steps=None
+) -> None:
+    """Shrinks a config to `steps` CPU steps for the tests (every config runs small): batch 8
+    (the 8 test devices), evaluation and checkpoints every `every` steps, no epochs."""
+    c.train.epochs = 0.0
+    c.train.steps = steps
+    c.train.batch_size = 8
+    c.train.log_every = log_every or every
+    c.train.eval_every = every
+    c.checkpoint.every = every
+    if eval_steps is not None:
+        c.train.eval_steps = eval_steps
+
+
 def init_source(path: str, shape_keys) -> tuple[dict, str]:
     """(model shape, vocab spec) of a pretrained run or converted checkpoint directory: the
     model keys in `shape_keys` (plus size) from DIR/config.json, and DIR/vocab.txt if present,

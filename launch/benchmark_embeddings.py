@@ -21,6 +21,8 @@ GloVe (dim 100, window 10, x_max 100, alpha 0.75, AdaGrad lr 0.05):
   peer    glove-python (`pip install bicleaner-ai-glove`) `Glove.fit` on the same matrix, upper
           triangle as its own Corpus produces, threads = cores. entries/s = epochs x entries
           trained per epoch / fit time (tlx trains both (i, j) and (j, i), as glove.c does).
+sparse_vs_dense: one skip-gram step on synthetic rows at vocabulary sizes 14,276 (this corpus)
+and 400,000 (GloVe 6B's), tlx.sparse row updates vs optax SGD on dense [V, D] gradients.
 Quality: every vector set is scored by tlx.word_eval (WordSim-353 and SimLex-999 Spearman, Google
 analogies 3CosAdd over the 30k most frequent words). Each variant runs in its own process.
 """
@@ -115,6 +117,67 @@ def run_tlx(arch: str, epochs: float, glove_epochs: float) -> dict:
     return result
 
 
+def run_sparse_vs_dense(vocab_sizes=(14276, 400000), rows=4, steps=30) -> dict:
+    """One skip-gram train step on synthetic rows (4 x 512 centres, window 5, 5 noise words,
+    dim 100) at several vocabulary sizes: tlx.sparse's row updates vs optax SGD on the dense
+    [V, D] gradients. Median step time of `steps` steps after a warm-up step."""
+    import flax
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from tlx import objectives, sparse
+    from tlx.models.embeddings import Word2Vec
+
+    @flax.struct.dataclass
+    class State:
+        step: jnp.ndarray
+        params: dict
+        opt_state: dict
+        rng: jnp.ndarray
+
+    w, k, c, d = 5, 5, 512, 100
+    out = {}
+    for v in vocab_sizes:
+        rng = np.random.default_rng(0)
+        batch = {
+            "tokens": rng.integers(0, v, (rows, c + 2 * w)).astype(np.int32),
+            "sentence": (np.arange(rows * (c + 2 * w)) // 20).reshape(rows, -1).astype(np.int32),
+            "window": rng.integers(1, w + 1, (rows, c)).astype(np.int32),
+            "negatives": rng.integers(0, v, (rows, c, k)).astype(np.int32),
+        }
+        model = Word2Vec(v, d, "sg", w)
+        params = flax.linen.unbox(model.init(jax.random.PRNGKey(0), batch)["params"])
+        schedule = optax.linear_schedule(0.025, 0.0001, 10_000)
+        opt = sparse.SparseOptimizer("sparse_sgd", schedule)
+        dense_tx = optax.sgd(schedule)
+
+        def dense_step(state, batch, model=model, dense_tx=dense_tx):
+            def loss(tables):
+                return objectives.sgns(model.apply({"params": tables}, batch)[0], batch)
+
+            (_, metrics), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
+            updates, opt_state = dense_tx.update(grads, state.opt_state, state.params)
+            new = optax.apply_updates(state.params, updates)
+            return state.replace(step=state.step + 1, params=new, opt_state=opt_state), metrics
+
+        for name, fn, tx in (("sparse", sparse.make_train_step(model, objectives.sgns, opt), opt),
+                             ("dense", dense_step, dense_tx)):  # fmt: skip
+            p = jax.tree.map(jnp.copy, params)
+            state = State(jnp.zeros([], jnp.int32), p, tx.init(p), jax.random.PRNGKey(0))
+            step = jax.jit(fn, donate_argnums=0)
+            holder = [state]
+
+            def one(step=step, holder=holder, batch=batch):
+                holder[0], _ = step(holder[0], batch)
+                jax.block_until_ready(holder[0])
+
+            times = bench_common.time_steps(one, 1, steps)
+            out[f"{name}_ms@V={v}"] = 1e3 * statistics.median(times)
+        out[f"dense/sparse@V={v}"] = out[f"dense_ms@V={v}"] / out[f"sparse_ms@V={v}"]
+    return dict(variant="sparse_vs_dense", rows=rows, centres_per_step=rows * c, **out)
+
+
 def run_gensim(arch: str, epochs: float) -> dict:
     from gensim.models import Word2Vec
 
@@ -162,7 +225,7 @@ def run_glove_python(epochs: float) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--variants", default="sg,cbow,glove")
+    p.add_argument("--variants", default="sg,cbow,sg_dense,glove,sparse_vs_dense")
     p.add_argument("--epochs", type=float, default=5)
     p.add_argument("--glove_epochs", type=float, default=25)
     p.add_argument("--only", default="")
@@ -171,7 +234,9 @@ def main() -> None:
     os.environ.setdefault("TLX_DATA_DIR", os.path.join(bench_common.ROOT, "..", "shared", "data"))
     if a.only:
         lib, _, arch = a.only.partition(":")
-        if lib == "tlx":
+        if lib == "sparse_vs_dense":
+            bench_common.emit(run_sparse_vs_dense())
+        elif lib == "tlx":
             bench_common.emit(run_tlx(arch, a.epochs, a.glove_epochs))
         elif lib == "gensim":
             bench_common.emit(run_gensim(arch, a.epochs))
@@ -183,6 +248,8 @@ def main() -> None:
     for variant in a.variants.split(","):
         if variant == "glove":
             pair = ["tlx:glove", "glove_python:"]
+        elif variant == "sparse_vs_dense":
+            pair = ["sparse_vs_dense:"]
         elif variant.endswith("_dense"):
             pair = [f"tlx:{variant}"]
         else:

@@ -7,6 +7,9 @@ cached, then AdaGrad on the weighted least squares, as glove.c does.
 Arguments: dim, window, x_max, alpha, min_count, epochs, lr, runlocal. Defaults follow the
 paper / glove.c (x_max 100, alpha 0.75, AdaGrad lr 0.05 with accumulators starting at 1); the
 exported vectors are W + W~ (WORKDIR/vectors.txt, word2vec text format).
+
+Expected (2 CPU cores, 4.83M co-occurrence entries, 25 epochs): 232 s, WordSim-353 0.16,
+SimLex-999 0.07, analogy 4.1% (glove-python on the same counts: 4.4%).
 """
 
 from configs import common
@@ -50,11 +53,6 @@ def get_config(arg=None):
         c.data.options.sources = ("inaugural",)
         c.data.options.min_count = 2
         c.model.dim = 16
-        c.train.batch_size = 8  # divisible by the 8 test devices
-        c.train.epochs = 0.0
-        c.train.steps = 6
-        c.train.eval_every = 3
-        c.train.log_every = 3
-        c.checkpoint.every = 3
+        common.runlocal(c, steps=6, every=3)
         c.checkpoint.async_save = False
     return c

@@ -9,6 +9,11 @@ Defaults are gensim's (dim 100, window 5, negative 5, sample 1e-3, min_count 5, 
 tables shard over the mesh's vocab axis (partition rule 'vocab'). The run ends by writing
 WORKDIR/words.txt and WORKDIR/vectors.txt (word2vec text format) and is scored on word_eval
 (WordSim-353, SimLex-999 Spearman; Google analogies, 3CosAdd over the top 30k words) each epoch.
+Batches stay small (4 rows = 2,048 centres): a row seen n times in a batch gets the sum of its n
+updates, as sequential SGD would apply them, and at 8 rows that sum diverges at lr 0.025.
+
+Expected (2 CPU cores, the 1.6M-word training split, 5 epochs): sg 95 s, WordSim-353 0.19,
+SimLex-999 0.18, analogy 8.0% (coverage 31%); cbow 43 s, analogy 6.4% (gensim: 8.6% / 7.1%).
 """
 
 from configs import common
@@ -55,11 +60,6 @@ def get_config(arg=None):
         c.data.options.sources = ("inaugural",)
         c.data.options.min_count = 2
         c.model.dim = 16
-        c.train.batch_size = 8  # divisible by the 8 test devices
-        c.train.epochs = 0.0
-        c.train.steps = 6
-        c.train.eval_every = 3
-        c.train.log_every = 3
-        c.checkpoint.every = 3
+        common.runlocal(c, steps=6, every=3)
         c.checkpoint.async_save = False
     return c

@@ -117,12 +117,6 @@ def get_config(arg=None):
         c.model.features = "last"
     if args.runlocal:
         c.data.seq_len = 32
-        c.train.epochs = 0.0
-        c.train.steps = 4
-        c.train.batch_size = 8
-        c.train.log_every = 2
-        c.train.eval_every = 4
-        c.train.eval_steps = 2
-        c.checkpoint.every = 4
+        common.runlocal(c, steps=4, every=4, log_every=2, eval_steps=2)
     c.lock()
     return c
