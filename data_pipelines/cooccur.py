@@ -129,10 +129,6 @@ def weight(x: np.ndarray, x_max: float, alpha: float) -> np.ndarray:
     return np.minimum(1.0, (x / x_max) ** alpha).astype(np.float32)
 
 
-def rows_per_epoch(options: GloveOptions) -> int:
-    return -(-len(load_cooccurrences(options)[0]) // options.seq_len)
-
-
 def source_dataset(split, shuffle_files, seed=None, shard_info=None, *, options: GloveOptions):
     if split != "train":
         raise ValueError("glove has only a train split (word vectors are scored on word_eval)")

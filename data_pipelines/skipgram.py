@@ -70,12 +70,6 @@ def noise_table(counts: np.ndarray, power: float, size: int = NOISE_TABLE) -> np
     return np.repeat(np.arange(len(counts), dtype=np.int32), np.diff(ends, prepend=0))
 
 
-def rows_per_epoch(wc: words.WordCorpus, opts: SkipGramOptions) -> float:
-    """Expected number of rows an epoch yields (subsampling makes the exact count vary)."""
-    kept = keep_probability(wc.counts, opts.sample)[wc.ids].sum()
-    return kept / opts.seq_len
-
-
 def epoch_rows(wc: words.WordCorpus, opts: SkipGramOptions, rng: np.random.Generator):
     """One epoch: (tokens [R, C+2W], sentence [R, C+2W], window [R, C], negatives [R, C, K])."""
     c, w, k = opts.seq_len, opts.window, opts.negatives

@@ -274,15 +274,6 @@ def word_corpus(task_name: str):
     return words.load_corpus(opts.corpus_options)
 
 
-def word_rows_per_epoch(task_name: str) -> float:
-    """Rows (examples) in one epoch of a word-embedding task (expected, for skipgram)."""
-    base, _, options = _VARIANTS[task_name]
-    opts = _PRETRAIN[base](**options)
-    if base == "skipgram":
-        return skipgram.rows_per_epoch(words.load_corpus(opts.corpus_options), opts)
-    return cooccur.rows_per_epoch(opts)
-
-
 def _sequence_lengths(task: seqio.Task, seq_len: int) -> dict[str, int] | None:
     if task.name in _VARIANTS and _VARIANTS[task.name][0] in _WORD_TASKS:
         return None  # fixed-shape rows built by the source itself

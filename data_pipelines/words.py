@@ -158,14 +158,12 @@ class WordCorpus:
 
     words / counts: the vocabulary, most frequent first (ties alphabetical); ids: [N] int32 over
     it; sentence: [N] int32, the sentence each token belongs to (windows never cross sentences).
-    raw_words: corpus words before OOV removal (what words/s figures count).
     """
 
     words: list[str]
     counts: np.ndarray
     ids: np.ndarray
     sentence: np.ndarray
-    raw_words: int
 
     @property
     def vocab_size(self) -> int:
@@ -212,7 +210,6 @@ def _build_corpus(opts: CorpusOptions) -> WordCorpus:
         counts=np.array([counts[w] for w in vocab], np.int64),
         ids=np.array(ids, np.int32),
         sentence=np.array(sent, np.int32),
-        raw_words=sum(len(s) for s in sentences),
     )
 
 
@@ -222,9 +219,7 @@ def load_corpus(opts: CorpusOptions = CorpusOptions()) -> WordCorpus:
     path = paths.cache_dir() / "words" / f"corpus-{opts.key(paths.data_dir())}.npz"
     if path.exists():
         z = np.load(path, allow_pickle=False)
-        return WordCorpus(
-            list(z["words"]), z["counts"], z["ids"], z["sentence"], int(z["raw_words"])
-        )
+        return WordCorpus(list(z["words"]), z["counts"], z["ids"], z["sentence"])
     wc = _build_corpus(opts)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
@@ -234,7 +229,6 @@ def load_corpus(opts: CorpusOptions = CorpusOptions()) -> WordCorpus:
         counts=wc.counts,
         ids=wc.ids,
         sentence=wc.sentence,
-        raw_words=wc.raw_words,
     )
     tmp.replace(path)
     return wc

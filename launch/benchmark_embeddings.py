@@ -65,18 +65,15 @@ def run_tlx(arch: str, epochs: float, glove_epochs: float) -> dict:
     """arch: sg | cbow | glove, or sg_dense / cbow_dense (optax SGD on dense [V, D] gradients
     instead of tlx.sparse's row updates: the sparse-vs-dense measurement)."""
     arch, _, dense = arch.partition("_")
-    from ml_collections import config_flags  # noqa: F401  (config loading)
-
     from configs.embeddings import glove as glove_config
     from configs.embeddings import word2vec as w2v_config
     from data_pipelines import cooccur, skipgram, words
     from tlx import train, wordvec
 
-    train.quiet_logs = lambda: None
+    wc = words.load_corpus(words.CorpusOptions())  # the configs' default corpus
     if arch == "glove":
         cfg = glove_config.get_config(f"epochs={glove_epochs}")
         opts = cooccur.GloveOptions()
-        wc = words.load_corpus(opts.corpus_options)
         t0 = time.perf_counter()  # counting from scratch (runs read the cached result)
         entries = len(cooccur.count(wc.ids, wc.sentence, wc.vocab_size, opts.window)[0])
         count_s = time.perf_counter() - t0
@@ -86,12 +83,11 @@ def run_tlx(arch: str, epochs: float, glove_epochs: float) -> dict:
         if dense:
             cfg.optim.name = "sgd"
         count_s = None
-    wc = words.load_corpus(words.CorpusOptions())
     cfg.train.eval_every = 10**9  # only the final evaluation
     cfg.checkpoint.every = 10**9  # only the final checkpoint
     workdir = tempfile.mkdtemp(prefix=f"bench_{arch}_")
     t0 = time.perf_counter()
-    final = train.train_and_evaluate(cfg, workdir)
+    train.train_and_evaluate(cfg, workdir)
     total_s = time.perf_counter() - t0
     t1 = time.perf_counter()
     vectors = wordvec.load(os.path.join(workdir, "vectors.txt"))
@@ -113,7 +109,6 @@ def run_tlx(arch: str, epochs: float, glove_epochs: float) -> dict:
         result.update(words=len(wc.ids), epochs=epochs, words_per_s=epochs * len(wc.ids) / wall,
                       steady_words_per_s=statistics.median(rates) / keep if rates else None,
                       keep_fraction=float(keep))  # fmt: skip
-    del final
     return result
 
 

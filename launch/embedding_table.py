@@ -17,18 +17,17 @@ dev params stay in RUN/best for `python -m tlx.evaluate`.
 """
 
 import json
-import math
 import os
 import shutil
 import time
 
+import table_common
 from absl import app, flags
 
-import data_pipelines
 from configs.embeddings import classify
 from tlx import train
 
-TASKS = ("sst2", "trec", "mrpc", "rte", "conll2003_ner", "wnut17_ner", "ud_ewt_upos")
+TASKS = table_common.TASKS
 flags.DEFINE_list("tasks", ["sst2", "trec", "conll2003_ner"], f"Tasks (columns), of {TASKS}.")
 flags.DEFINE_list("inits", ["glove6b"], "Word vectors: glove6b and/or tlx word2vec/GloVe run dirs.")
 flags.DEFINE_list("modes", list(classify.MODES), "Rows per init: scratch, frozen, finetune.")
@@ -46,23 +45,12 @@ def init_label(init: str) -> str:
     return init if init == classify.GLOVE6B else os.path.basename(os.path.normpath(init))
 
 
-def primary_metric(task: str) -> str:
-    return data_pipelines.downstream_info(task).primary_metric
-
-
 def _config(task: str, init: str, mode: str):
     arg = f"task={task},mode={mode},init={init},batch={FLAGS.batch},epochs={FLAGS.epochs}"
     arg += f",lr={FLAGS.lr}" + (f",encoder={FLAGS.encoder}" if FLAGS.encoder else "")
     cfg = classify.get_config(arg)
     cfg.unlock()
-    if FLAGS.max_steps:
-        cfg.data.task_name = train.resolve_task(cfg)
-        n = train.input_pipeline.split_size(cfg, "train")
-        epochs = min(FLAGS.epochs, FLAGS.max_steps * FLAGS.batch / n)
-        if epochs < FLAGS.epochs:
-            cfg.train.epochs = epochs
-            if epochs < 1:  # shorter than an epoch: evaluate halfway and at the end
-                cfg.train.eval_every = max(1, math.ceil(epochs * n / FLAGS.batch / 2))
+    table_common.cap_epochs(cfg, FLAGS.epochs, FLAGS.max_steps, FLAGS.batch)
     return cfg
 
 
@@ -97,33 +85,14 @@ def main(argv) -> None:
                     "batch": cfg.train.batch_size,
                     "lr": cfg.optim.lr,
                     "seq_len": cfg.data.seq_len,
-                    "metric": primary_metric(task),
+                    "metric": table_common.primary_metric(task),
                     **final,
                 }
                 with open(path, "w") as f:
                     json.dump(results, f, indent=2)
                 if not FLAGS.keep_checkpoints:
                     shutil.rmtree(os.path.join(run_dir, "checkpoints"), ignore_errors=True)
-                print(table(results), flush=True)
-
-
-def table(results: dict) -> str:
-    """Markdown: rows `INIT MODE`, a column per task (best dev primary metric), total time."""
-    tasks = [t for t in TASKS if any(k.endswith("/" + t) for k in results)]
-    rows = list(dict.fromkeys(k.rsplit("/", 1)[0] for k in results))
-    head = "| vectors | " + " | ".join(f"{t} ({primary_metric(t)})" for t in tasks)
-    lines = [head + " | time |", "|---" * (len(tasks) + 2) + "|"]
-    for r in rows:
-        cells, secs = [], 0.0
-        for t in tasks:
-            res = results.get(f"{r}/{t}")
-            if res is None:
-                cells.append("-")
-                continue
-            cells.append(f"{res['best/' + res['metric']]:.1f}")
-            secs += res["seconds"]
-        lines.append(f"| {r} | " + " | ".join(cells) + f" | {secs / 60:.1f} min |")
-    return "\n".join(lines)
+                print(table_common.markdown_table(results, "vectors"), flush=True)
 
 
 if __name__ == "__main__":

@@ -19,17 +19,17 @@ runs once per --lm_coefs value (lambda of GPT-1's auxiliary LM loss), as rows `R
 """
 
 import json
-import math
 import os
 import time
 
+import table_common
 from absl import app, flags
 
 from configs.bert import finetune as bert_finetune
 from configs.gpt import finetune as gpt_finetune
 from tlx import train
 
-TASKS = ("sst2", "trec", "mrpc", "rte", "conll2003_ner", "wnut17_ner", "ud_ewt_upos")
+TASKS = table_common.TASKS
 flags.DEFINE_list("tasks", list(TASKS), "Tasks (columns).")
 flags.DEFINE_list("rows", ["pretrained", "scratch", "converted"], "Rows to run.")
 flags.DEFINE_string("pretrained", "runs/demo/pretrain", "tlx pretraining run for `pretrained`.")
@@ -43,8 +43,6 @@ flags.DEFINE_integer("max_seq_len", 0, "Cap on the per-task sequence length (0: 
 flags.DEFINE_enum("family", "bert", ["bert", "gpt"], "Which finetune config.")
 flags.DEFINE_list("lm_coefs", ["0", "0.5"], "GPT only: lambda values of the auxiliary LM loss.")
 FLAGS = flags.FLAGS
-
-PRIMARY = {"mrpc": "accuracy_and_f1", "conll2003_ner": "f1", "wnut17_ner": "f1"}
 
 
 def _config(task: str, row: str, lm_coef: str | None):
@@ -64,14 +62,7 @@ def _config(task: str, row: str, lm_coef: str | None):
         cfg.transfer.init_from = ""
     if FLAGS.max_seq_len:
         cfg.data.seq_len = min(cfg.data.seq_len, FLAGS.max_seq_len)
-    if FLAGS.max_steps:
-        cfg.data.task_name = train.resolve_task(cfg)
-        n = train.input_pipeline.split_size(cfg, "train")
-        epochs = min(FLAGS.epochs, FLAGS.max_steps * FLAGS.batch / n)
-        if epochs < FLAGS.epochs:
-            cfg.train.epochs = epochs
-            if epochs < 1:  # shorter than an epoch: evaluate halfway and at the end
-                cfg.train.eval_every = max(1, math.ceil(epochs * n / FLAGS.batch / 2))
+    table_common.cap_epochs(cfg, FLAGS.epochs, FLAGS.max_steps, FLAGS.batch)
     return cfg
 
 
@@ -102,25 +93,7 @@ def main(argv) -> None:
             }
             with open(path, "w") as f:
                 json.dump(results, f, indent=2)
-    print(table(results))
-
-
-def table(results: dict) -> str:
-    tasks = [t for t in TASKS if any(k.endswith("/" + t) for k in results)]
-    rows = list(dict.fromkeys(k.rsplit("/", 1)[0] for k in results))
-    head = "| row | " + " | ".join(f"{t} ({PRIMARY.get(t, 'accuracy')})" for t in tasks)
-    lines = [head + " | time |", "|---" * (len(tasks) + 2) + "|"]
-    for r in rows:
-        cells, secs = [], 0.0
-        for t in tasks:
-            res = results.get(f"{r}/{t}")
-            if res is None:
-                cells.append("-")
-                continue
-            cells.append(f"{res['best/' + PRIMARY.get(t, 'accuracy')]:.1f}")
-            secs += res["seconds"]
-        lines.append(f"| {r} | " + " | ".join(cells) + f" | {secs / 60:.0f} min |")
-    return "\n".join(lines)
+    print(table_common.markdown_table(results))
 
 
 if __name__ == "__main__":

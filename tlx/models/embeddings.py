@@ -84,8 +84,8 @@ class Word2Vec(nn.Module):
                 f"model.window={self.window} but the batch rows hold {batch['window'].shape[1]} "
                 f"centres in {batch['tokens'].shape[1]} tokens: set data and model windows equal"
             )
-        idx = self.lookups(batch)
-        if rows is None:
+        if rows is None:  # dense path: gather here (tlx.sparse passes the gathered rows)
+            idx = self.lookups(batch)
             rows = {"input": self.input[idx["input"]], "output": self.output[idx["output"]]}
         w = self.window
         b, c, k = batch["negatives"].shape
