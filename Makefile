@@ -26,7 +26,7 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff format --check .
 
 test: lint
-	$(BIN)/python -m pytest -n 2 --dist=loadfile -q tests
+	$(BIN)/python -m pytest -n 2 --dist=loadfile -q --durations=25 tests
 
 format: $(BIN)/.installed
 	$(BIN)/ruff format .

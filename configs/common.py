@@ -1,5 +1,6 @@
 """Pieces every config shares: argument parsing and the default training sections."""
 
+import dataclasses
 import json
 import os
 
@@ -123,3 +124,109 @@ def init_source(path: str, shape_keys) -> tuple[dict, str]:
             "finetuning needs the vocabulary its weights were trained with"
         )
     return model, vocab
+
+
+def pretrained_run(path: str, model_name: str) -> dict:
+    """A finished pretraining run's resolved config (WORKDIR/config.json), checked to hold the
+    model a feature-transfer config expects."""
+    cfg_file = os.path.join(os.path.abspath(path), "config.json")
+    if not os.path.isfile(cfg_file):
+        raise FileNotFoundError(
+            f"{path} is not a tlx run directory ({cfg_file} is missing); train one first"
+        )
+    with open(cfg_file) as f:
+        src = json.load(f)
+    if src.get("model", {}).get("name") != model_name:
+        raise ValueError(
+            f"{path} holds a {src.get('model', {}).get('name')!r} run; expected {model_name!r}"
+        )
+    src["workdir"] = os.path.abspath(path)
+    return src
+
+
+def feature_transfer(
+    args: ml_collections.ConfigDict, features: str, cove=None, elmo=None
+) -> ml_collections.ConfigDict:
+    """A downstream run of tlx.models.contextual (frozen GloVe / CoVe / ELMo features, a BiLSTM
+    task model): the part configs/cove/finetune.py and configs/elmo/finetune.py share.
+    `cove` / `elmo`: the pretrained run's config.json (pretrained_run), whose params load."""
+    import data_pipelines  # the task registry says what head and metric each task needs
+
+    info = data_pipelines.downstream_info(args.task)
+    tagging = info.kind == "tagging"
+    c = base_config()
+    c.model = dict(
+        name="contextual_tagger" if tagging else "contextual_classifier",
+        num_classes=info.num_classes,
+        vocab_size=None,  # data.vocab's (tlx.train fills it in)
+        features=features,
+        embed_dim=50,  # GloVe 6B 50d
+        encoder="bilstm",
+        hidden_size=args.hidden,
+        pool="max",
+        dropout_rate=args.dropout,
+        feature_dropout=args.feature_dropout,
+    )
+    c.objective = "tagging" if tagging else "classification"
+    c.data.task = args.task
+    c.data.vocab = "words:glove6b"
+    c.data.seq_len = DOWNSTREAM_SEQ_LEN.get(args.task, 128)
+    frozen = []
+    if features in ("glove", "elmo"):
+        c.transfer.init_vectors = "glove6b"  # embed/embedding
+        frozen.append("embed/.*")
+    if cove is not None:
+        m = cove["model"]
+        c.model.cove = {k: m[k] for k in ("embed_dim", "hidden", "num_layers", "tgt_vocab_size")}
+        c.model.cove.src_vocab_size = m["vocab_size"]
+        c.transfer.init_from = cove["workdir"]
+        c.transfer.dont_load = ["(?!cove/).*"]  # only the encoder (and its GloVe) transfers
+        c.transfer.ignore = ["decoder/.*"]
+        frozen.append("cove/.*")
+    if elmo is not None:
+        from tlx.models import elmo as elmo_model
+
+        m = elmo["model"]
+        shape = elmo_model.config_for_size(m["size"], vocab_size=m["vocab_size"])
+        c.model.elmo = {
+            k: list(map(list, v)) if k == "filters" else v
+            for k, v in dataclasses.asdict(shape).items()
+            if k != "dtype"
+        }
+        c.model.mix = args.mix
+        c.model.mix_l2 = args.mix_l2
+        c.data.char_ids = True
+        c.transfer.init_from = elmo["workdir"]
+        c.transfer.dont_load = ["(?!bilm/).*"]  # the biLM transfers; GloVe comes from init_vectors
+        c.transfer.ignore = ["softmax/.*"]
+        frozen.append("bilm/.*")
+    c.optim.frozen = frozen
+    c.optim.lr = args.lr
+    c.optim.weight_decay = 0.0
+    c.train.epochs = args.epochs
+    c.train.batch_size = args.batch
+    c.train.log_every = 50
+    c.train.eval_every = -1  # every epoch
+    c.train.eval_steps = -1  # the whole dev split
+    c.checkpoint.every = 100_000  # resume points; the best dev params are kept separately
+    c.checkpoint.max_to_keep = 1
+    if args.runlocal:
+        c.data.seq_len = 16
+        runlocal(c, steps=4, every=4, log_every=2, eval_steps=2)
+    return c
+
+
+def feature_args(arg, **extra) -> ml_collections.ConfigDict:
+    """Arguments every feature-transfer config takes (plus `extra`)."""
+    return parse_arg(
+        arg,
+        task="sst2",
+        hidden=100,
+        dropout=0.5,
+        feature_dropout=0.0,
+        lr=1e-3,
+        batch=32,
+        epochs=3.0,
+        runlocal=False,
+        **extra,
+    )

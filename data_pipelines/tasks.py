@@ -29,6 +29,7 @@ from data_pipelines import (  # noqa: F401
     skipgram,
     sources,
     tagging,
+    translation,
     vocabularies,
     words,
 )
@@ -37,6 +38,7 @@ from data_pipelines.causal_lm import CausalLMOptions
 from data_pipelines.cooccur import GloveOptions
 from data_pipelines.skipgram import SkipGramOptions
 from data_pipelines.sources import DOWNSTREAM, ShardedFunctionSource, TaskInfo
+from data_pipelines.translation import TranslationOptions
 
 # Sources already permute examples globally by seed; this buffer only mixes across epoch
 # boundaries, and a larger one costs start-up time (it fills before the first example).
@@ -52,6 +54,8 @@ _PRETRAIN = {
 }
 # Word-embedding tasks: their vocabulary is the corpus' own min-count word list.
 _WORD_TASKS = {"skipgram": skipgram, "glove": cooccur}
+# Sequence-to-sequence tasks: (options class, register).
+_SEQ2SEQ = {"multi30k_en_de": (TranslationOptions, translation.register)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,7 +215,7 @@ def downstream_info(name: str) -> TaskInfo:
 
 
 def base_tasks() -> tuple[str, ...]:
-    return (*_PRETRAIN, *DOWNSTREAM)
+    return (*_PRETRAIN, *_SEQ2SEQ, *DOWNSTREAM)
 
 
 def get_task_name(base: str, vocab: str = vocabularies.DEFAULT_VOCAB, **options) -> str:
@@ -235,6 +239,8 @@ def get_task_name(base: str, vocab: str = vocabularies.DEFAULT_VOCAB, **options)
         return classification.get_mixture_name(tasks, rates, vocab, framing)
     if base in _PRETRAIN:
         options_class = _PRETRAIN[base]
+    elif base in _SEQ2SEQ:
+        options_class = _SEQ2SEQ[base][0]
     elif base in DOWNSTREAM:
         options_class = DownstreamOptions
     else:
@@ -259,6 +265,8 @@ def get_task_name(base: str, vocab: str = vocabularies.DEFAULT_VOCAB, **options)
             causal_lm.register(name, vocab, opts)
         elif base in _WORD_TASKS:
             _WORD_TASKS[base].register(name, vocab, opts)
+        elif base in _SEQ2SEQ:
+            _SEQ2SEQ[base][1](name, vocab, opts)
         else:
             DOWNSTREAM[base][1](name, vocab, **dataclasses.asdict(opts))
     _VARIANTS[name] = (base, vocab, dataclasses.asdict(opts))
@@ -272,6 +280,14 @@ def word_corpus(task_name: str):
         return None
     opts = _PRETRAIN[base](**(options or {}))
     return words.load_corpus(opts.corpus_options)
+
+
+def target_vocab_size(task_name: str) -> int:
+    """Size of a sequence-to-sequence task's target (decoder) vocabulary."""
+    task = seqio.get_mixture_or_task(task_name)
+    if "decoder_target_ids" not in task.output_features:
+        raise ValueError(f"task {task_name} has no decoder targets (not a seq2seq task)")
+    return task.output_features["decoder_target_ids"].vocabulary.vocab_size
 
 
 def _sequence_lengths(task: seqio.Task, seq_len: int) -> dict[str, int] | None:

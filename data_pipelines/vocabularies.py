@@ -210,7 +210,7 @@ def get_vocabulary(spec: str = DEFAULT_VOCAB) -> seqio.Vocabulary:
         return seqio.SentencePieceVocabulary(str(train_sentencepiece(int(match.group(1)))))
     raise ValueError(
         f"unknown vocabulary spec {spec!r}: use bert_uncased, wordpiece:PATH, sp<N>, "
-        "words:PATH or words:glove6b"
+        "words:PATH, words:glove6b or words:corpus"
     )
 
 

@@ -6,7 +6,8 @@ apostrophes stripped ("Don't stop!" -> ["don't", "stop"]). The Python tokenizer 
 preparation) and the TF one (SeqIO tasks) implement the same rule, and a test holds them equal.
 
 Vocabulary spec `words:PATH` reads PATH (one word per line, optionally `word<TAB>count`),
-`words:glove6b` the 400,000 words of the imported GloVe 6B vectors. Ids 0-4 are the special
+`words:glove6b` the 400,000 words of the imported GloVe 6B vectors, `words:corpus` the
+pretraining corpus' words seen 5+ times (CorpusOptions()). Ids 0-4 are the special
 tokens [PAD] [UNK] [CLS] [SEP] [MASK] (so the downstream framing code works unchanged); word i of
 the file gets id i + 5.
 """
@@ -140,12 +141,14 @@ class WordVocabulary(seqio.Vocabulary):
 
 
 def vocabulary(spec: str) -> WordVocabulary:
-    """`words:PATH` or `words:glove6b` -> WordVocabulary (read on first use)."""
+    """`words:PATH`, `words:glove6b` or `words:corpus` -> WordVocabulary (read on first use)."""
     source = spec.removeprefix("words:")
     if source == "glove6b":
         from tlx import wordvec
 
         return WordVocabulary(lambda: wordvec.glove6b_words(), "glove6b")
+    if source == "corpus":  # the pretraining corpus' min-count words (ELMo's softmax)
+        return WordVocabulary(lambda: load_corpus().words, "corpus")
     return WordVocabulary(functools.partial(read_word_list, source), source)
 
 

@@ -6,6 +6,7 @@ batch carries `example_weight` (0 marks padding examples added to fill an eval b
 """
 
 import functools
+import math
 from collections.abc import Callable
 
 import jax
@@ -55,10 +56,11 @@ def mlm_nsp(outputs: dict, batch: dict):
 
 
 def classification(outputs: dict, batch: dict):
-    """Cross-entropy of `logits` [B, C] against `label` [B]; accuracy alongside."""
+    """Cross-entropy of `logits` [B, C] against `label` [B]; accuracy alongside. A model's
+    `penalty` output (e.g. ELMo's L2 on its mixing scalars) is added to the loss."""
     ex_w = _example_weight(batch)
     xent, correct, n = _xent_sums(outputs["logits"], batch["label"].reshape(-1), ex_w)
-    loss = xent / jnp.maximum(n, 1e-8)
+    loss = xent / jnp.maximum(n, 1e-8) + outputs.get("penalty", 0.0)
     return loss, {"loss": (xent, n), "accuracy": (correct, n)}
 
 
@@ -67,7 +69,7 @@ def tagging(outputs: dict, batch: dict):
     `label_weights` is set (each word's first sub-word piece); token accuracy alongside."""
     weights = batch["label_weights"].astype(jnp.float32) * _example_weight(batch)[:, None]
     xent, correct, n = _xent_sums(outputs["logits"], batch["labels"], weights)
-    loss = xent / jnp.maximum(n, 1e-8)
+    loss = xent / jnp.maximum(n, 1e-8) + outputs.get("penalty", 0.0)
     return loss, {"loss": (xent, n), "token_accuracy": (correct, n)}
 
 
@@ -138,13 +140,18 @@ def _tied_xent_bwd(chunk, residuals, cotangents):
 tied_xent.defvjp(_tied_xent_fwd, _tied_xent_bwd)
 
 
+def _documents(batch) -> jnp.ndarray:
+    """[B, L] document of each position: document_ids (packed rows), else input_mask."""
+    ids = batch["input_ids"]
+    return batch.get("document_ids", batch.get("input_mask", jnp.ones_like(ids)))
+
+
 def next_token_targets(batch: dict) -> tuple[jnp.ndarray, jnp.ndarray]:
     """(targets [B, L], weights [B, L]): position t predicts token t + 1 of the same document.
 
     Packed rows carry `document_ids` (0 = padding); otherwise `input_mask` marks one document.
     The last token of a document, padding and the row's last position predict nothing."""
-    ids = batch["input_ids"]
-    doc = batch.get("document_ids", batch.get("input_mask", jnp.ones_like(ids)))
+    ids, doc = batch["input_ids"], _documents(batch)
     targets = jnp.pad(ids[:, 1:], ((0, 0), (0, 1)))
     same = (doc[:, 1:] == doc[:, :-1]) & (doc[:, 1:] > 0)
     weights = jnp.pad(same, ((0, 0), (0, 1))).astype(jnp.float32)
@@ -184,6 +191,95 @@ def with_lm_aux(task: Objective, lm_coef: float, xent_chunk: int = XENT_CHUNK) -
     return objective
 
 
+def seq2seq(outputs: dict, batch: dict):
+    """Translation (CoVe's MT-LSTM): -sum_t log p(y_t | y_<t, x) under teacher forcing, averaged
+    over target tokens (EOS included); exp(loss) is the per-token perplexity."""
+    weights = batch["decoder_mask"].astype(jnp.float32) * _example_weight(batch)[:, None]
+    xent, correct, n = _xent_sums(outputs["logits"], batch["decoder_target_ids"], weights)
+    loss = xent / jnp.maximum(n, 1e-8)
+    # lm_loss: the decoder's conditional LM loss, so logs derive its perplexity as for LMs
+    return loss, {"loss": (xent, n), "lm_loss": (xent, n), "token_accuracy": (correct, n)}
+
+
+# ---------------------------------------------------------------------------- biLM (ELMo)
+# Forward and backward LMs over one shared softmax; sampled softmax when the model drew
+# `sampled_ids` (tlx.models.elmo, training only).
+
+
+def log_uniform_log_prob(ids: jnp.ndarray, vocab_size: int) -> jnp.ndarray:
+    """log Q(k), Q(k) = log((k + 2) / (k + 1)) / log(V + 1): Zipf-like over frequency-sorted
+    ids (TF's log_uniform_candidate_sampler)."""
+    k = ids.astype(jnp.float32)
+    return jnp.log(jnp.log1p(1.0 / (k + 1.0))) - math.log(math.log(vocab_size + 1.0))
+
+
+def sampled_xent(hidden, embedding, bias, targets, weights, sampled_ids) -> jnp.ndarray:
+    """Weighted sum over positions of the sampled-softmax cross-entropy (see the module
+    docstring): hidden [B, L, P], embedding [V, P], bias [V], targets / weights [B, L],
+    sampled_ids [K] -> []."""
+    h = hidden.astype(jnp.float32)
+    emb, b = embedding.astype(jnp.float32), bias.astype(jnp.float32)
+    true_logit = jnp.einsum("blp,blp->bl", h, emb[targets]) + b[targets]  # [B, L]
+    correction = math.log(sampled_ids.shape[0]) + log_uniform_log_prob(sampled_ids, b.shape[0])
+    sample_logit = h @ emb[sampled_ids].T + (b[sampled_ids] - correction)  # [B, L, K]
+    hit = sampled_ids[None, None, :] == targets[..., None]
+    sample_logit = jnp.where(hit, -jnp.inf, sample_logit)
+    lse = jnp.logaddexp(true_logit, jax.nn.logsumexp(sample_logit, -1))  # [B, L]
+    return ((lse - true_logit) * weights).sum()
+
+
+def previous_token_targets(batch: dict) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """(targets, weights) [B, L]: position t predicts token t - 1 of its document. A document's
+    first token, padding and the row's first position predict nothing."""
+    ids, doc = batch["input_ids"], _documents(batch)
+    targets = jnp.pad(ids[:, :-1], ((0, 0), (1, 0)))
+    same = (doc[:, :-1] == doc[:, 1:]) & (doc[:, :-1] > 0)
+    weights = jnp.pad(same, ((0, 0), (1, 0))).astype(jnp.float32)
+    return targets, weights * _example_weight(batch)[:, None]
+
+
+def _full_sums(hidden, embedding, bias, targets, weights, xent_chunk: int):
+    """(sum xent, sum correct) of logits hidden . embedding^T + bias, [B, L, V] unmaterialised:
+    the bias rides along as an extra input feature fixed at 1."""
+    if not xent_chunk:
+        logits = jnp.einsum("blp,vp->blv", hidden, embedding.astype(hidden.dtype)) + bias
+        xent = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
+        correct = jnp.argmax(logits, -1) == targets
+        return (xent * weights).sum(), (correct * weights).sum()
+    ones = jnp.ones(hidden.shape[:-1] + (1,), hidden.dtype)
+    h = jnp.concatenate([hidden, ones], -1)  # [B, L, P + 1]
+    e = jnp.concatenate([embedding, bias[:, None].astype(embedding.dtype)], -1)  # [V, P + 1]
+    return tied_xent(h, e, targets, weights, xent_chunk)
+
+
+def bilm(outputs: dict, batch: dict, xent_chunk: int = XENT_CHUNK):
+    """Joint biLM loss: mean over predicted tokens of -log p(t_{k+1} | t_<=k) and, separately,
+    of -log p(t_{k-1} | t_>=k), averaged (Peters et al. section 3.1). Both directions
+    predict the same number of tokens (each document of n tokens gives n - 1 pairs either
+    way), so that average equals the pooled mean and `loss` / `lm_loss` aggregate exactly.
+    Sampled softmax when `outputs` holds `sampled_ids` (training), else the full softmax;
+    accuracies only for the full softmax. xent_chunk = 0 materialises [B, L, V] logits."""
+    emb, bias = outputs["softmax_embedding"], outputs["softmax_bias"]
+    sums, metrics = {}, {}
+    for name, hidden, (targets, weights) in (
+        ("forward", outputs["forward_hidden"], next_token_targets(batch)),
+        ("backward", outputs["backward_hidden"], previous_token_targets(batch)),
+    ):
+        n = weights.sum()
+        if "sampled_ids" in outputs:
+            xent = sampled_xent(hidden, emb, bias, targets, weights, outputs["sampled_ids"])
+        else:
+            xent, correct = _full_sums(hidden, emb, bias, targets, weights, xent_chunk)
+            metrics[f"{name}_accuracy"] = (correct, n)
+        sums[name] = (xent, n)
+        metrics[f"{name}_loss"] = (xent, n)
+    xent = sums["forward"][0] + sums["backward"][0]
+    n = sums["forward"][1] + sums["backward"][1]
+    loss = xent / jnp.maximum(n, 1e-8)
+    # lm_loss: logs derive perplexity = exp(mean of the two directions' xent) from it
+    return loss, {"loss": (xent, n), "lm_loss": (xent, n), **metrics}
+
+
 # ---------------------------------------------------------------------------- word embeddings
 # Both are sums, not means: word2vec and GloVe are SGD/AdaGrad over single pairs or entries
 # with a per-pair learning rate, and a batch applies those per-pair updates together.
@@ -221,6 +317,8 @@ OBJECTIVES: dict[str, Objective] = {
     "classification": classification,
     "tagging": tagging,
     "causal_lm": causal_lm,
+    "seq2seq": seq2seq,
+    "bilm": bilm,
     "sgns": sgns,
     "glove": glove,
 }
@@ -237,6 +335,6 @@ def get(name: str, lm_coef: float = 0.0, xent_chunk: int = XENT_CHUNK) -> Object
         if name not in ("classification", "tagging"):
             raise ValueError(f"lm_coef applies to task objectives, not {name!r}")
         return with_lm_aux(OBJECTIVES[name], lm_coef, xent_chunk)
-    if name == "causal_lm":
-        return functools.partial(causal_lm, xent_chunk=xent_chunk)
+    if name in ("causal_lm", "bilm"):
+        return functools.partial(OBJECTIVES[name], xent_chunk=xent_chunk)
     return OBJECTIVES[name]

@@ -290,6 +290,8 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str
         vocab_size = data_pipelines.vocabularies.get_vocabulary(cfg.data.vocab).vocab_size
     if "vocab_size" in cfg.model and cfg.model.vocab_size is None:  # "the data's vocabulary"
         cfg.model.vocab_size = vocab_size
+    if "tgt_vocab_size" in cfg.model and cfg.model.tgt_vocab_size is None:  # seq2seq targets
+        cfg.model.tgt_vocab_size = data_pipelines.tasks.target_vocab_size(cfg.data.task_name)
     if cfg.model.get("vocab_size") not in (None, vocab_size):
         raise ValueError(
             f"model.vocab_size={cfg.model.vocab_size} but data.vocab={cfg.data.vocab!r} has "
@@ -312,7 +314,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str
     )
     state = setup.init(jax.random.PRNGKey(cfg.seed))
 
-    # --- restore: own checkpoint, else init_from (params only), else fresh ------------------
+    # --- restore: own checkpoint, else init_from (params) and/or init_vectors, else fresh ----
     mngr = checkpoint.manager(
         os.path.join(workdir, "checkpoints"),
         every=cfg.checkpoint.every,
@@ -328,30 +330,28 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str
         state = jax.device_put(state, setup.state_shardings)
         start_batch = meta["batches_consumed"]
         print(f"resumed from {workdir}/checkpoints step {step}", flush=True)
-    elif cfg.transfer.init_from:
-        params, src_step = checkpoint.load_pretrained(
-            cfg.transfer.init_from,
-            state.params,
-            setup.state_shardings.params,
-            dont_load=cfg.transfer.dont_load,
-            ignore=cfg.transfer.ignore,
-        )
+    elif cfg.transfer.init_from or cfg.transfer.get("init_vectors"):
+        params = state.params
+        if cfg.transfer.init_from:  # a pretrained run's params (params only)
+            params, src_step = checkpoint.load_pretrained(
+                cfg.transfer.init_from,
+                params,
+                setup.state_shardings.params,
+                dont_load=cfg.transfer.dont_load,
+                ignore=cfg.transfer.ignore,
+            )
+            print(f"initialised from {cfg.transfer.init_from} (step {src_step})", flush=True)
+        if cfg.transfer.get("init_vectors"):  # word vectors (GloVe, word2vec) into one table
+            where = cfg.transfer.get("vectors_param", "embed/embedding")
+            params, hits, n = checkpoint.load_word_vectors(
+                cfg.transfer.init_vectors, cfg.data.vocab, where, params,
+                setup.state_shardings.params,
+            )  # fmt: skip
+            print(f"initialised {where} from {cfg.transfer.init_vectors}: {hits:,} / {n:,} words")
         state = state.replace(
             params=params,
             opt_state=jax.jit(setup.tx.init, out_shardings=setup.state_shardings.opt_state)(params),
         )
-        print(f"initialised from {cfg.transfer.init_from} (step {src_step})", flush=True)
-    elif cfg.transfer.get("init_vectors"):  # word vectors (GloVe, word2vec) into one table
-        where = cfg.transfer.get("vectors_param", "embed/embedding")
-        params, hits, n = checkpoint.load_word_vectors(
-            cfg.transfer.init_vectors, cfg.data.vocab, where, state.params,
-            setup.state_shardings.params,
-        )  # fmt: skip
-        state = state.replace(
-            params=params,
-            opt_state=jax.jit(setup.tx.init, out_shardings=setup.state_shardings.opt_state)(params),
-        )
-        print(f"initialised {where} from {cfg.transfer.init_vectors}: {hits:,} / {n:,} words")
 
     # --- train -------------------------------------------------------------------------------
     log = MetricsLog(workdir, total_steps)

@@ -2,7 +2,7 @@
 
 from typing import TYPE_CHECKING
 
-from tlx.models import bert, embeddings, gpt, word_encoders
+from tlx.models import bert, contextual, cove, elmo, embeddings, gpt, word_encoders
 
 if TYPE_CHECKING:  # the models themselves need no ml_collections (GPU benchmark images lack it)
     import ml_collections
@@ -63,6 +63,18 @@ def build(cfg: "ml_collections.ConfigDict"):
         return embeddings.Word2Vec(cfg.vocab_size, cfg.dim, cfg.arch, cfg.window)
     if cfg.name in ("word_classifier", "word_tagger"):
         return word_encoders.build(cfg)
+    if cfg.name == "cove_mt":
+        if cfg.get("vocab_size") is None or cfg.get("tgt_vocab_size") is None:
+            raise ValueError("model.vocab_size / tgt_vocab_size are None: tlx.train fills them")
+        shape = {k: v for k, v in cfg.items() if k not in ("name", "vocab_size")}
+        return cove.MTLSTM(cove.CoveConfig(src_vocab_size=cfg.vocab_size, **shape))
+    if cfg.name == "elmo_lm":
+        if cfg.get("vocab_size") is None:
+            raise ValueError("model.vocab_size is None: tlx.train fills it from data.vocab")
+        shape = {k: v for k, v in cfg.items() if k not in ("name", "size")}
+        return elmo.ElmoLM(elmo.config_for_size(cfg.size, **shape))
+    if cfg.name in ("contextual_classifier", "contextual_tagger"):
+        return contextual.build(cfg)
     raise ValueError(f"unknown model.name {cfg.name!r}; expected one of {MODELS}")
 
 
@@ -77,4 +89,8 @@ MODELS = (
     "word_tagger",
     "word2vec",
     "glove",
+    "cove_mt",
+    "elmo_lm",
+    "contextual_classifier",
+    "contextual_tagger",
 )

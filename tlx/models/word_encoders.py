@@ -173,6 +173,15 @@ class WordTagger(nn.Module):
         return {"logits": logits}, {"hidden_states": [words, states]}
 
 
+def encoder_config(cfg) -> WordEncoderConfig:
+    """The WordEncoderConfig fields found in a config's model section."""
+    fields = {f.name for f in dataclasses.fields(WordEncoderConfig)}
+    kw = {k: cfg[k] for k in fields if k in cfg}
+    if "widths" in kw:
+        kw["widths"] = tuple(kw["widths"])
+    return WordEncoderConfig(**kw)
+
+
 def build(cfg) -> nn.Module:
     """`word_classifier` / `word_tagger` from a config's model section."""
     if cfg.get("vocab_size") is None:
@@ -180,9 +189,5 @@ def build(cfg) -> nn.Module:
             "model.vocab_size is None (= the data vocabulary's size, filled in by tlx.train); "
             "set it to build the model elsewhere"
         )
-    fields = {f.name for f in dataclasses.fields(WordEncoderConfig)}
-    kw = {k: cfg[k] for k in fields if k in cfg}
-    if "widths" in kw:
-        kw["widths"] = tuple(kw["widths"])
     model = {"word_classifier": WordClassifier, "word_tagger": WordTagger}[cfg.name]
-    return model(WordEncoderConfig(**kw), cfg.num_classes)
+    return model(encoder_config(cfg), cfg.num_classes)
