@@ -36,6 +36,7 @@ bench: $(BIN)/.installed
 	$(BIN)/pip install -q -e '.[peers]'
 	$(BIN)/python launch/benchmark_bert.py
 	$(BIN)/python launch/benchmark_embeddings.py
+	$(BIN)/python launch/benchmark_recurrent.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -170,7 +170,7 @@ def feature_transfer(
     c.objective = "tagging" if tagging else "classification"
     c.data.task = args.task
     c.data.vocab = "words:glove6b"
-    c.data.seq_len = DOWNSTREAM_SEQ_LEN.get(args.task, 128)
+    c.data.seq_len = args.seq_len or DOWNSTREAM_SEQ_LEN.get(args.task, 128)
     frozen = []
     if features in ("glove", "elmo"):
         c.transfer.init_vectors = "glove6b"  # embed/embedding
@@ -201,6 +201,15 @@ def feature_transfer(
         c.transfer.ignore = ["softmax/.*"]
         frozen.append("bilm/.*")
     c.optim.frozen = frozen
+    downstream_schedule(c, args, runlocal_seq_len=16)
+    return c
+
+
+def downstream_schedule(c: ml_collections.ConfigDict, args, runlocal_seq_len: int) -> None:
+    """The training section of the word-level downstream configs (embeddings/classify.py and
+    the feature-transfer ones): Adam at args.lr without weight decay (AdamW would decay every
+    `embedding`), args.epochs of args.batch, the dev split scored every epoch (best params kept
+    in WORKDIR/best), and a few tiny steps under args.runlocal."""
     c.optim.lr = args.lr
     c.optim.weight_decay = 0.0
     c.train.epochs = args.epochs
@@ -211,9 +220,8 @@ def feature_transfer(
     c.checkpoint.every = 100_000  # resume points; the best dev params are kept separately
     c.checkpoint.max_to_keep = 1
     if args.runlocal:
-        c.data.seq_len = 16
+        c.data.seq_len = runlocal_seq_len
         runlocal(c, steps=4, every=4, log_every=2, eval_steps=2)
-    return c
 
 
 def feature_args(arg, **extra) -> ml_collections.ConfigDict:
@@ -227,6 +235,7 @@ def feature_args(arg, **extra) -> ml_collections.ConfigDict:
         lr=1e-3,
         batch=32,
         epochs=3.0,
+        seq_len=0,  # 0: DOWNSTREAM_SEQ_LEN's (sized for WordPiece; whole words need fewer)
         runlocal=False,
         **extra,
     )

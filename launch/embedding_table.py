@@ -18,8 +18,6 @@ dev params stay in RUN/best for `python -m tlx.evaluate`.
 
 import json
 import os
-import shutil
-import time
 
 import table_common
 from absl import app, flags
@@ -74,25 +72,9 @@ def main(argv) -> None:
                     continue
                 cfg = _config(task, init, mode)
                 run_dir = os.path.join(FLAGS.workdir, label, mode, task)
-                start = time.time()
-                final = train.train_and_evaluate(cfg, run_dir)
-                results[key] = {
-                    "seconds": time.time() - start,
-                    "init": init,
-                    "mode": mode,
-                    "encoder": cfg.model.encoder,
-                    "epochs": cfg.train.epochs,
-                    "batch": cfg.train.batch_size,
-                    "lr": cfg.optim.lr,
-                    "seq_len": cfg.data.seq_len,
-                    "metric": table_common.primary_metric(task),
-                    **final,
-                }
-                with open(path, "w") as f:
-                    json.dump(results, f, indent=2)
-                if not FLAGS.keep_checkpoints:
-                    shutil.rmtree(os.path.join(run_dir, "checkpoints"), ignore_errors=True)
-                print(table_common.markdown_table(results, "vectors"), flush=True)
+                settings = {"init": init, "mode": mode, "encoder": cfg.model.encoder}
+                table_common.run_cell(results, path, key, cfg, run_dir, task, settings,
+                                      "vectors", FLAGS.keep_checkpoints)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ layer, ELMo scalar mix}, each an ordinary `tlx.train` run scored on dev.
 
   python launch/feature_table.py --cove=runs/cove --elmo=runs/elmo --workdir=runs/feature_table \
       [--tasks=sst2,trec,mrpc,conll2003_ner] [--rows=scratch,glove,glove+cove,elmo_last,elmo_all]
-      [--epochs=3 --max_steps=0 --batch=32]
+      [--epochs=3 --max_steps=0 --batch=32 --seq_len=0]
 
 Every row feeds the same task model (a BiLSTM, max-pooled for sentences, per token for tagging;
 tlx.models.contextual) and differs only in its frozen input features: configs/cove/finetune.py
@@ -15,8 +15,6 @@ skipped on a rerun. Resume checkpoints are deleted after each run (best dev para
 
 import json
 import os
-import shutil
-import time
 
 import table_common
 from absl import app, flags
@@ -36,11 +34,13 @@ flags.DEFINE_float("epochs", 3.0, "Epochs per run.")
 flags.DEFINE_integer("max_steps", 0, "Cap on steps per run (0: none); caps the epochs.")
 flags.DEFINE_integer("batch", 32, "Batch size.")
 flags.DEFINE_float("lr", 1e-3, "Adam learning rate.")
+flags.DEFINE_integer("seq_len", 0, "Words per row (0: each task's default length).")
 FLAGS = flags.FLAGS
 
 
 def _config(task: str, row: str):
     arg = f"task={task},batch={FLAGS.batch},epochs={FLAGS.epochs},lr={FLAGS.lr}"
+    arg += f",seq_len={FLAGS.seq_len}"
     if row.startswith("elmo_"):
         cfg = elmo_finetune.get_config(f"{arg},mix={row.removeprefix('elmo_')},init={FLAGS.elmo}")
     else:
@@ -67,22 +67,8 @@ def main(argv) -> None:
                 continue
             cfg = _config(task, row)
             run_dir = os.path.join(FLAGS.workdir, row, task)
-            start = time.time()
-            final = train.train_and_evaluate(cfg, run_dir)
-            results[key] = {
-                "seconds": time.time() - start,
-                "epochs": cfg.train.epochs,
-                "batch": cfg.train.batch_size,
-                "lr": cfg.optim.lr,
-                "seq_len": cfg.data.seq_len,
-                "init_from": cfg.transfer.init_from,
-                "metric": table_common.primary_metric(task),
-                **final,
-            }
-            with open(path, "w") as f:
-                json.dump(results, f, indent=2)
-            shutil.rmtree(os.path.join(run_dir, "checkpoints"), ignore_errors=True)
-            print(table_common.markdown_table(results, "features"), flush=True)
+            settings = {"init_from": cfg.transfer.init_from}
+            table_common.run_cell(results, path, key, cfg, run_dir, task, settings, "features")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,13 @@
-"""What the downstream-table launchers (finetune_table.py, embedding_table.py) share. No absl
-flags here, so both can import it: the task list, capping a run's epochs to a step budget, and
-the markdown table of best dev scores."""
+"""What the downstream-table launchers (finetune_table.py, embedding_table.py,
+feature_table.py) share. No absl flags here, so all can import it: the task list, capping a
+run's epochs to a step budget, running and recording one cell, and the markdown table of best
+dev scores."""
 
+import json
 import math
+import os
+import shutil
+import time
 
 import data_pipelines
 from tlx import train
@@ -26,6 +31,30 @@ def cap_epochs(cfg, epochs: float, max_steps: int, batch: int) -> None:
         cfg.train.epochs = capped
         if capped < 1:
             cfg.train.eval_every = max(1, math.ceil(capped * n / batch / 2))
+
+
+def run_cell(results: dict, path: str, key: str, cfg, run_dir: str, task: str, settings: dict,
+             label: str, keep_checkpoints: bool = False) -> None:  # fmt: skip
+    """Trains one cell (an ordinary tlx.train run), records its final metrics, wall time and
+    settings as results[key], rewrites `path` (results.json), deletes the run's resume
+    checkpoint unless asked to keep it (best dev params stay in RUN/best), and prints the table."""
+    start = time.time()
+    final = train.train_and_evaluate(cfg, run_dir)
+    results[key] = {
+        "seconds": time.time() - start,
+        **settings,
+        "epochs": cfg.train.epochs,
+        "batch": cfg.train.batch_size,
+        "lr": cfg.optim.lr,
+        "seq_len": cfg.data.seq_len,
+        "metric": primary_metric(task),
+        **final,
+    }
+    with open(path, "w") as f:
+        json.dump(results, f, indent=2)
+    if not keep_checkpoints:
+        shutil.rmtree(os.path.join(run_dir, "checkpoints"), ignore_errors=True)
+    print(markdown_table(results, label), flush=True)
 
 
 def markdown_table(results: dict, label: str = "row") -> str:

@@ -9,7 +9,8 @@ features = glove+cove (default: McCann et al. 2017's input, GloVe next to the MT
 encoder's top layer) | glove (frozen GloVe 6B 50d alone) | scratch (trained embeddings, no
 transfer); init = the configs/cove/translate.py run whose encoder (and GloVe table) load, only
 read for glove+cove; hidden (task BiLSTM units per direction, 100), dropout (0.5, before the
-classifier), feature_dropout (0.0), lr (Adam 1e-3), batch (32), epochs (3), runlocal (tests).
+classifier), feature_dropout (0.0), lr (Adam 1e-3), batch (32), epochs (3), seq_len (0: the
+task's default), runlocal (tests).
 A pair task reads its whole `[CLS] a [SEP] b [SEP]` row. The pretrained parts are frozen
 (optim.frozen and stop_gradient); the task BiLSTM and head train.
 Expected: see README's feature-transfer table.

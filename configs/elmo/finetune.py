@@ -9,7 +9,7 @@ mix = all (gamma * sum_k softmax(s)_k h_k over layer 0 = the char-CNN vector dup
 biLSTM width, and both biLSTM layers; Peters et al. 2018 eq. 1) | last (the top layer only);
 mix_l2 (lambda on ||s||^2, 0.0; the paper tried 0.001 and 1); init = the
 configs/elmo/pretrain.py run whose biLM loads; hidden, dropout, feature_dropout, lr, batch,
-epochs, runlocal as in configs/cove/finetune.py. Words reach the biLM as characters
+epochs, seq_len, runlocal as in configs/cove/finetune.py. Words reach the biLM as characters
 (data.char_ids), so the biLM sees every word, even those outside its softmax vocabulary.
 Expected: see README's feature-transfer table.
 """

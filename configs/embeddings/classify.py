@@ -128,17 +128,6 @@ def get_config(arg=None):
     c.data.seq_len = common.DOWNSTREAM_SEQ_LEN.get(args.task, 128)
     c.transfer.init_vectors = "" if args.mode == "scratch" else vectors
     c.optim.frozen = ["embed/.*"] if args.mode == "frozen" else []
-    c.optim.lr = args.lr
-    c.optim.weight_decay = 0.0
-    c.train.epochs = args.epochs
-    c.train.batch_size = args.batch
-    c.train.log_every = 50
-    c.train.eval_every = -1  # every epoch
-    c.train.eval_steps = -1  # the whole dev split
-    c.checkpoint.every = 100_000  # resume points; the best dev params are kept separately
-    c.checkpoint.max_to_keep = 1
-    if args.runlocal:
-        c.data.seq_len = 32
-        common.runlocal(c, steps=4, every=4, log_every=2, eval_steps=2)
+    common.downstream_schedule(c, args, runlocal_seq_len=32)
     c.lock()
     return c
