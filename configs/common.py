@@ -19,6 +19,9 @@ DOWNSTREAM_SEQ_LEN = {
 }
 
 
+GLOVE6B_DIM = 50  # tlx.wordvec's GloVe 6B is the 50-d release
+
+
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
     """'size=mini,runlocal' -> ConfigDict(size='mini', runlocal=True); unknown keys fail."""
     out = ml_collections.ConfigDict(defaults)
@@ -160,7 +163,7 @@ def feature_transfer(
         num_classes=info.num_classes,
         vocab_size=None,  # data.vocab's (tlx.train fills it in)
         features=features,
-        embed_dim=50,  # GloVe 6B 50d
+        embed_dim=GLOVE6B_DIM,
         encoder="bilstm",
         hidden_size=args.hidden,
         pool="max",

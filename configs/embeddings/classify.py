@@ -49,7 +49,6 @@ from configs import common
 
 MODES = ("scratch", "frozen", "finetune")
 GLOVE6B = "glove6b"
-GLOVE6B_DIM = 50  # tlx.wordvec's GloVe 6B is the 50-d release
 
 
 def vectors_dim(path: str) -> int:
@@ -66,7 +65,7 @@ def vectors_dim(path: str) -> int:
 def vectors_source(init: str) -> tuple[str, str, int]:
     """(data.vocab spec, transfer.init_vectors, dim) of `init` (glove6b or a run dir)."""
     if init == GLOVE6B:
-        return "words:glove6b", GLOVE6B, GLOVE6B_DIM
+        return "words:glove6b", GLOVE6B, common.GLOVE6B_DIM
     run = os.path.abspath(init)
     missing = [f for f in ("words.txt", "vectors.txt") if not os.path.isfile(os.path.join(run, f))]
     if missing:
