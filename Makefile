@@ -2,11 +2,15 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# The data root: ../shared/data when it is there (tests and CI need it); otherwise `make demo`
+# fetches what it reads into ~/.cache/tlx/data (python -m tlx.data list / fetch).
+ifneq ($(wildcard ../shared/data/pretrain),)
 export TLX_DATA_DIR ?= $(abspath ../shared/data)
+endif
 # Tests run on 8 host CPU devices (tests/conftest.py); keep TF's C++ logging quiet.
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo data test lint format bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +24,10 @@ $(BIN)/.installed: pyproject.toml
 
 demo: $(BIN)/.installed
 	$(BIN)/python -m tlx.demo --workdir=runs/demo
+
+# Every dataset of tlx/data/manifest.json, downloaded and verified (into TLX_DATA_DIR or the cache).
+data: $(BIN)/.installed
+	$(BIN)/python -m tlx.data fetch
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

@@ -14,7 +14,8 @@ def data_dir(override: str | os.PathLike | None = None) -> pathlib.Path:
         if not env:
             raise RuntimeError(
                 "TLX_DATA_DIR is not set: point it at the tlx data root (the folder holding "
-                "pretrain/, classification/, models/) or pass data_dir explicitly"
+                "pretrain/, classification/, models/) or pass data_dir explicitly; "
+                "`python -m tlx.data fetch --dir=DIR` downloads and verifies one"
             )
         path = pathlib.Path(env).expanduser()
         source = "TLX_DATA_DIR"

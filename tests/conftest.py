@@ -11,7 +11,15 @@ os.environ["XLA_FLAGS"] = (
 ).strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 _REPO = pathlib.Path(__file__).resolve().parents[1]
-os.environ.setdefault("TLX_DATA_DIR", str(_REPO.parent / "shared" / "data"))
+
+if "TLX_DATA_DIR" not in os.environ:
+    # ../shared/data beside the clone (CI), else a layout fetched by `python -m tlx.data fetch`.
+    _shared = _REPO.parent / "shared" / "data"
+    _cache = pathlib.Path(
+        os.environ.get("TLX_CACHE_DIR")
+        or pathlib.Path(os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache") / "tlx"
+    )
+    os.environ["TLX_DATA_DIR"] = str(_shared if _shared.is_dir() else _cache / "data")
 
 import pytest  # noqa: E402
 
@@ -22,6 +30,18 @@ def data_dir() -> pathlib.Path:
     if not (path / "pretrain").is_dir():
         raise RuntimeError(f"TLX_DATA_DIR={path} does not hold the tlx data layout (no pretrain/)")
     return path
+
+
+@pytest.fixture(scope="session")
+def loopback():
+    """tests/loopback_upstream.py: a local HTTP server standing in for the datasets' hosts."""
+    import importlib.util
+
+    path = pathlib.Path(__file__).with_name("loopback_upstream.py")
+    spec = importlib.util.spec_from_file_location("loopback_upstream", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(autouse=True)

@@ -7,6 +7,10 @@ Steps: (1) train a SentencePiece vocabulary on the corpus (cached), (2) pretrain
 MLM + NSP and save Orbax checkpoints, (3) finetune SST-2 from that checkpoint, (4) finetune the
 same architecture from scratch, (5) print a table. Every stage is an ordinary `tlx.train` run
 in its own workdir, so each can be inspected, resumed or rerun from the command line.
+
+Data: $TLX_DATA_DIR when set; otherwise the datasets it reads (the pretraining corpus, SST-2,
+and the BERT vocabulary for --vocab=bert_uncased) are fetched and verified into
+~/.cache/tlx/data first (see `python -m tlx.data list`).
 """
 
 import json
@@ -16,8 +20,9 @@ import time
 from absl import app, flags
 
 from configs.bert import finetune, pretrain
-from data_pipelines import vocabularies
+from data_pipelines import corpus, vocabularies
 from tlx import train
+from tlx.data import fetch
 
 flags.DEFINE_string("workdir", "runs/demo", "Directory for the demo's runs.")
 flags.DEFINE_string("size", "mini", "BERT size for both pretraining and finetuning.")
@@ -44,6 +49,9 @@ def main(argv) -> None:
     train.quiet_logs()
     root = os.path.abspath(FLAGS.workdir)
     vocab = FLAGS.vocab
+    # Without TLX_DATA_DIR, the datasets the demo reads are fetched into the cache first.
+    needs = [*corpus.DEFAULT_SOURCES, "sst2"]
+    fetch.ensure(needs + ["minilm_l6_bert_uncased"] if vocab == "bert_uncased" else needs)
     print(f"=== vocabulary: {vocabularies.get_vocabulary(vocab)} ===", flush=True)
     vocab_len = vocabularies.get_vocabulary(vocab).vocab_size
 
