@@ -25,6 +25,7 @@ import json
 import pathlib
 import posixpath
 import threading
+import urllib.parse
 import zipfile
 
 from tlx.data import convert
@@ -165,9 +166,7 @@ class Server:
                 if fault == "500":
                     self.send_error(500, "scripted failure")
                     return
-                from urllib.parse import unquote
-
-                data = server.files.get(unquote(path))
+                data = server.files.get(urllib.parse.unquote(path))
                 if data is None:
                     self.send_error(404, "not served")
                     return

@@ -98,13 +98,14 @@ def test_corrupted_response_is_retried(upstream, tmp_path, loopback):
     trec = "classification/trec/TREC.train.label.txt"  # converted: checked after decoding
     urls = [_url_path(MANIFEST["datasets"][n]["files"][p]["url"]) for n, p in
             (("sst2", SST2_TRAIN), ("trec", trec))]  # fmt: skip
+    urls.append(_url_path(MANIFEST["datasets"]["inaugural"]["archives"]["zip"]["url"]))
     with loopback.Server(files) as srv:
         for url in urls:
             srv.faults[url] = ["corrupt", "500"]
-        fetch.fetch(["sst2", "trec"], _opts(tmp_path, srv), manifest)
+        fetch.fetch(["sst2", "trec", "inaugural"], _opts(tmp_path, srv), manifest)
         for url in urls:
-            assert sum(p == url for p, _ in srv.requests) == 3
-    assert fetch.missing_files(MANIFEST, ["sst2", "trec"], tmp_path) == []
+            assert sum(p == url for p, _ in srv.requests) == 3, url
+    assert fetch.missing_files(MANIFEST, ["sst2", "trec", "inaugural"], tmp_path) == []
 
 
 @pytest.mark.parametrize("path", [SST2_TRAIN, "classification/trec/TREC.test.label.txt"])

@@ -15,6 +15,7 @@ import io
 import json
 import posixpath
 import zipfile
+import zlib
 
 # Punctuation of the NLTK inaugural / state_union texts that was typed as Big5 double bytes and
 # reads as mojibake in any 8-bit encoding (see those datasets' SOURCE notes).
@@ -33,12 +34,13 @@ def archive_members(data: bytes, pattern: str, *, label: str) -> Files:
     """Members of a zip archive (wheels are zips) whose name matches `pattern`, sorted."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile as e:
-        raise ValueError(f"{label}: not a zip archive ({e})") from e
-    names = sorted(n for n in archive.namelist() if fnmatch.fnmatchcase(n, pattern))
+        names = sorted(n for n in archive.namelist() if fnmatch.fnmatchcase(n, pattern))
+        members = [(n, archive.read(n)) for n in names]
+    except (zipfile.BadZipFile, zlib.error, EOFError) as e:
+        raise ValueError(f"{label}: not a readable zip archive ({e})") from e
     if not names:
         raise ValueError(f"{label}: no archive member matches {pattern!r}")
-    return [(n, archive.read(n)) for n in names]
+    return members
 
 
 def _each(files: Files, fn) -> Files:
@@ -144,7 +146,7 @@ def apply(files: Files, ops: list[str], *, label: str) -> bytes:
     try:
         for op in ops:
             files = _op(op)(files)
-    except (ValueError, UnicodeDecodeError, KeyError, OSError) as e:
+    except (ValueError, KeyError, OSError, EOFError, zlib.error) as e:
         raise ValueError(f"{label}: conversion {ops} failed: {e}") from e
     if len(files) != 1:
         raise ValueError(f"{label}: conversions {ops} left {len(files)} files, not one")

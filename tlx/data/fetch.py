@@ -29,6 +29,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 
 from tlx.data import convert
@@ -114,7 +115,7 @@ def verified(path: pathlib.Path, spec: dict) -> bool:
 
         try:
             return sha256_bytes(gzip.decompress(path.read_bytes())) == spec["content_sha256"]
-        except (OSError, EOFError):
+        except (OSError, EOFError, zlib.error):
             return False
     return False
 
@@ -126,8 +127,11 @@ def _accept(path: str, data: bytes, spec: dict) -> None:
     if "content_sha256" in spec:
         import gzip
 
-        if sha256_bytes(gzip.decompress(data)) == spec["content_sha256"]:
-            return
+        try:
+            if sha256_bytes(gzip.decompress(data)) == spec["content_sha256"]:
+                return
+        except (OSError, EOFError, zlib.error):
+            pass
     raise ChecksumError(
         f"{path}: sha256 mismatch, expected {spec['sha256']} (manifest) but the fetched bytes "
         f"hash to {got} ({len(data)} bytes, manifest size {spec['size']}); nothing was written"
@@ -280,11 +284,11 @@ def _build(path: str, spec: dict, sources: _Sources, opts: Options) -> bytes:
     """The verified bytes of layout file `path`. Converted files cannot be checked until they
     are built, so a mismatch there discards the downloaded inputs and tries again."""
     for attempt in range(opts.retries + 1):
-        data = convert.apply(sources.inputs(spec), spec.get("convert", []), label=path)
         try:
+            data = convert.apply(sources.inputs(spec), spec.get("convert", []), label=path)
             _accept(path, data, spec)
             return data
-        except ChecksumError as e:
+        except (ChecksumError, ValueError) as e:  # ValueError: inputs that do not convert
             if attempt == opts.retries or ("url" in spec and "url_sha256" in spec):
                 sources.forget()
                 raise
