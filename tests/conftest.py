@@ -15,11 +15,11 @@ _REPO = pathlib.Path(__file__).resolve().parents[1]
 if "TLX_DATA_DIR" not in os.environ:
     # ../shared/data beside the clone (CI), else a layout fetched by `python -m tlx.data fetch`.
     _shared = _REPO.parent / "shared" / "data"
-    _cache = pathlib.Path(
-        os.environ.get("TLX_CACHE_DIR")
-        or pathlib.Path(os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache") / "tlx"
-    )
-    os.environ["TLX_DATA_DIR"] = str(_shared if _shared.is_dir() else _cache / "data")
+    if not _shared.is_dir():
+        from tlx.data import fetch as _fetch
+
+        _shared = _fetch.default_root()
+    os.environ["TLX_DATA_DIR"] = str(_shared)
 
 import pytest  # noqa: E402
 

@@ -32,7 +32,8 @@ import zipfile
 from tlx.data import convert
 
 
-def _ref_path(ref: str) -> str:
+def url_path(ref: str) -> str:
+    """The path at which the server serves manifest URL `ref` (`github:a/b` -> `/github/a/b`)."""
     host, _, rest = ref.partition(":")
     return f"/{host}/{rest}"
 
@@ -108,9 +109,9 @@ def upstream_files(manifest: dict, root: pathlib.Path) -> dict[str, bytes]:
         for path, spec in dataset["files"].items():
             inputs = _invert((root / path).read_bytes(), spec)
             if "url" in spec:
-                served[_ref_path(spec["url"])] = inputs[0][1]
+                served[url_path(spec["url"])] = inputs[0][1]
             elif "urls" in spec:
-                served.update((_ref_path(ref), d) for ref, d in inputs)
+                served.update((url_path(ref), d) for ref, d in inputs)
             else:
                 archives.setdefault(spec["archive"], {}).update(inputs)
         for key, members in archives.items():
@@ -120,7 +121,7 @@ def upstream_files(manifest: dict, root: pathlib.Path) -> dict[str, bytes]:
             with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
                 for name, data in sorted(members.items()):
                     z.writestr(name, data)
-            served[_ref_path(dataset["archives"][key]["url"])] = buf.getvalue()
+            served[url_path(dataset["archives"][key]["url"])] = buf.getvalue()
     return served
 
 
@@ -129,7 +130,7 @@ def synthetic_manifest(manifest: dict, served: dict[str, bytes]) -> dict:
     out = copy.deepcopy(manifest)
     for dataset in out["datasets"].values():
         for archive in dataset.get("archives", {}).values():
-            data = served[_ref_path(archive["url"])]
+            data = served[url_path(archive["url"])]
             if "sha256" in archive:
                 archive["sha256"] = hashlib.sha256(data).hexdigest()
                 archive["size"] = len(data)

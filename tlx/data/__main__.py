@@ -19,14 +19,6 @@ import sys
 from tlx.data import fetch as fetching
 
 
-def default_dir() -> str:
-    if os.environ.get("TLX_DATA_DIR"):
-        return os.environ["TLX_DATA_DIR"]
-    from data_pipelines import paths
-
-    return str(paths.cache_dir() / "data")
-
-
 def list_datasets(manifest: dict, names=()) -> str:
     """Two lines per dataset (name, files, size, license, TFDS name; then title and source);
     with `names`, also the citation and every file's sha256 and origin."""
@@ -68,22 +60,18 @@ def main(argv=None) -> int:
     f.add_argument("--timeout", type=float, default=60.0, help="seconds per network operation")
     args = parser.parse_args(argv)
     manifest = fetching.load_manifest()
-    if args.command == "list":
-        try:
-            print(list_datasets(manifest, args.names))
-        except fetching.FetchError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        return 0
-    opts = fetching.Options(
-        root=args.dir or default_dir(),
-        base_url=args.base_url,
-        mirror=args.mirror,
-        offline=args.offline,
-        retries=args.retries,
-        timeout=args.timeout,
-    )
     try:
+        if args.command == "list":
+            print(list_datasets(manifest, args.names))
+            return 0
+        opts = fetching.Options(
+            root=args.dir or fetching.default_root(),
+            base_url=args.base_url,
+            mirror=args.mirror,
+            offline=args.offline,
+            retries=args.retries,
+            timeout=args.timeout,
+        )
         counts = fetching.fetch(args.names, opts, manifest)
     except fetching.FetchError as e:
         print(f"error: {e}", file=sys.stderr)

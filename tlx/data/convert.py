@@ -30,10 +30,9 @@ BIG5_PUNCT = {
 Files = list[tuple[str, bytes]]
 
 
-def archive_members(data: bytes | zipfile.ZipFile, pattern: str, *, label: str) -> Files:
+def archive_members(archive: zipfile.ZipFile, pattern: str, *, label: str) -> Files:
     """Members of a zip archive (wheels are zips) whose name matches `pattern`, sorted."""
     try:
-        archive = data if isinstance(data, zipfile.ZipFile) else zipfile.ZipFile(io.BytesIO(data))
         names = sorted(n for n in archive.namelist() if fnmatch.fnmatchcase(n, pattern))
         members = [(n, archive.read(n)) for n in names]
     except (zipfile.BadZipFile, zlib.error, EOFError) as e:

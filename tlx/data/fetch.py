@@ -21,6 +21,7 @@ Where files come from, in order of preference:
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import hashlib
 import http.client
 import io
@@ -51,7 +52,11 @@ class ChecksumError(FetchError):
     """Bytes that do not hash to the manifest's sha256 (nothing was written)."""
 
 
-class _Incomplete(Exception):
+class _Retry(Exception):
+    """A failed attempt worth repeating (the message says why)."""
+
+
+class _Incomplete(_Retry):
     """The server closed the connection before the announced length arrived (resumable)."""
 
 
@@ -108,39 +113,33 @@ def resolve_url(ref: str, hosts: dict[str, str], base_url: str | None) -> str:
     return f"{hosts[host].rstrip('/')}/{rest}"
 
 
-def verified(path: pathlib.Path, spec: dict) -> bool:
-    """True when `path` exists with the manifest's bytes (or, for a gzip the manifest builds,
-    the same decompressed bytes: zlib versions may differ in how they compress)."""
-    if not path.is_file() or path.stat().st_size != spec["size"] and "content_sha256" not in spec:
-        return False
-    if sha256_file(path) == spec["sha256"]:
-        return True
+def _mismatch(data: bytes, spec: dict) -> str | None:
+    """None when `data` are the manifest's bytes (or, for a gzip the manifest builds, hold the
+    same decompressed bytes: zlib versions may differ in how they compress), else their sha256."""
+    got = sha256_bytes(data)
+    if got == spec["sha256"]:
+        return None
     if "content_sha256" in spec:
-        import gzip
-
         try:
-            return sha256_bytes(gzip.decompress(path.read_bytes())) == spec["content_sha256"]
+            if sha256_bytes(gzip.decompress(data)) == spec["content_sha256"]:
+                return None
         except (OSError, EOFError, zlib.error):
-            return False
-    return False
+            pass
+    return got
+
+
+def verified(path: pathlib.Path, spec: dict) -> bool:
+    """True when `path` exists with the manifest's bytes."""
+    return path.is_file() and _mismatch(path.read_bytes(), spec) is None
 
 
 def _accept(path: str, data: bytes, spec: dict) -> None:
-    got = sha256_bytes(data)
-    if got == spec["sha256"]:
-        return
-    if "content_sha256" in spec:
-        import gzip
-
-        try:
-            if sha256_bytes(gzip.decompress(data)) == spec["content_sha256"]:
-                return
-        except (OSError, EOFError, zlib.error):
-            pass
-    raise ChecksumError(
-        f"{path}: sha256 mismatch, expected {spec['sha256']} (manifest) but the fetched bytes "
-        f"hash to {got} ({len(data)} bytes, manifest size {spec['size']}); nothing was written"
-    )
+    if (got := _mismatch(data, spec)) is not None:
+        raise ChecksumError(
+            f"{path}: sha256 mismatch, expected {spec['sha256']} (manifest) but the fetched "
+            f"bytes hash to {got} ({len(data)} bytes, manifest size {spec['size']}); nothing "
+            "was written"
+        )
 
 
 def write_atomic(dest: pathlib.Path, data: bytes) -> None:
@@ -187,43 +186,60 @@ def _download_once(url: str, part: pathlib.Path, opts: Options, label: str) -> N
             raise _Incomplete(f"connection closed after {got} of {total} bytes")
 
 
-def download(url: str, dest: pathlib.Path, opts: Options, *, sha256: str | None, label: str):
-    """Downloads `url` to `dest` (via `dest.part`), resuming and retrying; verifies sha256."""
-    part = dest.with_name(dest.name + ".part")
-    dest.parent.mkdir(parents=True, exist_ok=True)
+def _with_retries(attempt: Callable[[], object], opts: Options, *, url: str, label: str):
+    """attempt() until it returns, retrying with backoff on _Retry, timeouts, connection
+    errors and 5xx/408/429 answers; other HTTP errors fail at once, naming the URL."""
     delay, last_error = opts.backoff, None
-    for attempt in range(opts.retries + 1):
-        if attempt:
-            opts.log(f"    {label}: retry {attempt}/{opts.retries} after: {last_error}")
+    for n in range(opts.retries + 1):
+        if n:
+            opts.log(f"    {label}: retry {n}/{opts.retries} after: {last_error}")
             time.sleep(delay)
             delay *= 2
+        try:
+            return attempt()
+        except urllib.error.HTTPError as e:
+            if e.code < 500 and e.code not in (408, 429):
+                raise FetchError(f"{label}: HTTP {e.code} {e.reason} for {url}") from e
+            last_error = f"HTTP {e.code}"
+        except (_Retry, urllib.error.URLError, http.client.HTTPException, OSError) as e:
+            last_error = f"{type(e).__name__}: {e}"
+    raise FetchError(f"{label}: {url} failed {opts.retries + 1} times; last error: {last_error}")
+
+
+def download(url: str, dest: pathlib.Path, opts: Options, *, sha256: str | None, label: str):
+    """Downloads `url` to `dest` (via `dest.part`, kept between tries so the next one resumes
+    it), retrying; verifies sha256 before the rename."""
+    part = dest.with_name(dest.name + ".part")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    mismatch: list[str] = []  # the last attempt's hash, when it was a mismatch
+
+    def attempt() -> pathlib.Path:
+        mismatch.clear()
         try:
             _download_once(url, part, opts, label)
         except urllib.error.HTTPError as e:
             if e.code == 416:  # a .part already as long as the file: start it again
                 part.unlink(missing_ok=True)
-                last_error = "HTTP 416 for the resumed range"
-                continue
+                raise _Retry("HTTP 416 for the resumed range") from e
             if e.code < 500 and e.code not in (408, 429):
                 part.unlink(missing_ok=True)
-                raise FetchError(f"{label}: HTTP {e.code} {e.reason} for {url}") from e
-            last_error = f"HTTP {e.code}"
-            continue
-        except (_Incomplete, urllib.error.URLError, http.client.HTTPException, OSError) as e:
-            last_error = f"{type(e).__name__}: {e}"  # keep the .part: the next try resumes it
-            continue
+            raise
         if sha256 is not None and (got := sha256_file(part)) != sha256:
             part.unlink()
-            last_error = f"sha256 {got} != expected {sha256}"
-            if attempt == opts.retries:
-                raise ChecksumError(
-                    f"{label}: downloaded from {url}, sha256 {got} but the manifest says "
-                    f"{sha256}, on each of {opts.retries + 1} attempts; nothing was written"
-                )
-            continue
+            mismatch.append(got)
+            raise _Retry(f"sha256 {got} != expected {sha256}")
         os.replace(part, dest)
         return dest
-    raise FetchError(f"{label}: {url} failed {opts.retries + 1} times; last error: {last_error}")
+
+    try:
+        return _with_retries(attempt, opts, url=url, label=label)
+    except FetchError as e:
+        if mismatch:
+            raise ChecksumError(
+                f"{label}: downloaded from {url}, sha256 {mismatch[0]} but the manifest says "
+                f"{sha256}, after {opts.retries + 1} attempts; nothing was written"
+            ) from e
+        raise
 
 
 class _NoRanges(Exception):
@@ -233,34 +249,22 @@ class _NoRanges(Exception):
 def get_range(url: str, start: int, end: int, opts: Options, *, size: int, label: str) -> bytes:
     """Bytes start..end (inclusive) of `url`, retried like `download`; the server's total size
     must be `size` (the manifest's), else the archive is not the one the manifest describes."""
-    delay, last_error = opts.backoff, None
-    for attempt in range(opts.retries + 1):
-        if attempt:
-            time.sleep(delay)
-            delay *= 2
-        request = urllib.request.Request(
-            url, headers={"User-Agent": "tlx-data-fetch", "Range": f"bytes={start}-{end}"}
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=opts.timeout) as resp:
-                if resp.status != 206:
-                    raise _NoRanges(url)
-                total = resp.headers.get("Content-Range", "").rpartition("/")[2]
-                if total.isdigit() and int(total) != size:
-                    raise FetchError(f"{label}: {url} is {total} bytes, the manifest says {size}")
-                data = resp.read()
-        except urllib.error.HTTPError as e:
-            if e.code < 500 and e.code not in (408, 429):
-                raise FetchError(f"{label}: HTTP {e.code} {e.reason} for {url}") from e
-            last_error = f"HTTP {e.code}"
-            continue
-        except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
-            last_error = f"{type(e).__name__}: {e}"
-            continue
-        if len(data) == end - start + 1:
-            return data
-        last_error = f"{len(data)} of {end - start + 1} bytes"
-    raise FetchError(f"{label}: range {start}-{end} of {url} failed; last error: {last_error}")
+
+    def attempt() -> bytes:
+        headers = {"User-Agent": "tlx-data-fetch", "Range": f"bytes={start}-{end}"}
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
+                                    timeout=opts.timeout) as resp:  # fmt: skip
+            if resp.status != 206:
+                raise _NoRanges(url)
+            total = resp.headers.get("Content-Range", "").rpartition("/")[2]
+            if total.isdigit() and int(total) != size:
+                raise FetchError(f"{label}: {url} is {total} bytes, the manifest says {size}")
+            data = resp.read()
+        if len(data) != end - start + 1:
+            raise _Retry(f"{len(data)} of {end - start + 1} bytes")
+        return data
+
+    return _with_retries(attempt, opts, url=url, label=f"{label} [{start}-{end}]")
 
 
 class RangedFile(io.RawIOBase):
@@ -331,7 +335,6 @@ class _Sources:
         self.fetched: list[pathlib.Path] = []
         self.zips: dict[str, zipfile.ZipFile] = {}
         self.ranged: list[RangedFile] = []
-        self.no_ranges: set[str] = set()
 
     def _get(self, ref: str, sha256: str | None) -> bytes:
         url = resolve_url(ref, self.hosts, self.opts.base_url)
@@ -348,28 +351,33 @@ class _Sources:
         if "urls" in spec:
             return [(ref, self._get(ref, None)) for ref in spec["urls"]]
         archive = self.archives[spec["archive"]]
-        if archive.get("ranged") and archive["url"] not in self.no_ranges:  # a few members
-            try:
-                zipped = self._ranged_zip(archive)
-                return convert.archive_members(zipped, spec["members"], label=archive["url"])
-            except _NoRanges:
-                self.opts.log(f"    {archive['url']}: no Range support, downloading all of it")
-                self.no_ranges.add(archive["url"])
-        data = self._get(archive["url"], archive.get("sha256"))
-        return convert.archive_members(data, spec["members"], label=archive["url"])
+        return convert.archive_members(self._zip(archive), spec["members"], label=archive["url"])
 
-    def _ranged_zip(self, archive: dict) -> zipfile.ZipFile:
-        """The archive as a ZipFile over Range requests (its members are verified one by one
-        against the manifest, as the archive's own hash needs all of its bytes)."""
-        if archive["url"] not in self.zips:
-            url = resolve_url(archive["url"], self.hosts, self.opts.base_url)
-            raw = RangedFile(url, archive["size"], self.opts, archive["url"].rsplit("/")[-1])
-            try:
-                self.zips[archive["url"]] = zipfile.ZipFile(io.BufferedReader(raw, 1 << 20))
-            except zipfile.BadZipFile as e:
-                raise ValueError(f"{archive['url']}: not a readable zip archive ({e})") from e
-            self.ranged.append(raw)
-        return self.zips[archive["url"]]
+    def _zip(self, archive: dict) -> zipfile.ZipFile:
+        """The archive, opened once per dataset. A `ranged` one is read through Range requests
+        (its members are then verified one by one, as the archive's hash needs all its bytes);
+        the others, or where the server refuses ranges, are downloaded whole."""
+        ref = archive["url"]
+        if ref not in self.zips:
+            if archive.get("ranged"):
+                url = resolve_url(ref, self.hosts, self.opts.base_url)
+                raw = RangedFile(url, archive["size"], self.opts, ref.rsplit("/")[-1])
+                try:
+                    self.zips[ref] = self._open_zip(io.BufferedReader(raw, 1 << 20), ref)
+                    self.ranged.append(raw)
+                except _NoRanges:
+                    self.opts.log(f"    {ref}: no Range support, downloading all of it")
+            if ref not in self.zips:
+                data = self._get(ref, archive.get("sha256"))
+                self.zips[ref] = self._open_zip(io.BytesIO(data), ref)
+        return self.zips[ref]
+
+    @staticmethod
+    def _open_zip(file, ref: str) -> zipfile.ZipFile:
+        try:
+            return zipfile.ZipFile(file)
+        except zipfile.BadZipFile as e:
+            raise ValueError(f"{ref}: not a readable zip archive ({e})") from e
 
     def forget(self) -> None:
         self.zips.clear()
@@ -413,10 +421,7 @@ def _fetch_dataset(manifest: dict, name: str, opts: Options) -> tuple[int, int]:
     for path, spec in todo.items():
         if opts.mirror:
             url = f"{opts.mirror.rstrip('/')}/{urllib.parse.quote(path)}"
-            dest = opts.root / ".downloads" / name / path.replace("/", "__")
-            download(url, dest, opts, sha256=spec["sha256"], label=path)
-            (opts.root / path).parent.mkdir(parents=True, exist_ok=True)
-            os.replace(dest, opts.root / path)
+            download(url, opts.root / path, opts, sha256=spec["sha256"], label=path)
         else:
             write_atomic(opts.root / path, _build(path, spec, sources, opts))
         opts.log(f"  {path}  {human(spec['size'])}  ok")
@@ -459,15 +464,22 @@ def fetch(names: Sequence[str], opts: Options, manifest: dict | None = None) -> 
     return {"fetched": fetched, "present": present}
 
 
+def default_root() -> pathlib.Path:
+    """$TLX_DATA_DIR, else the cache's `data/` folder (~/.cache/tlx/data; see paths.cache_dir)."""
+    if os.environ.get("TLX_DATA_DIR"):
+        return pathlib.Path(os.environ["TLX_DATA_DIR"]).expanduser()
+    from data_pipelines import paths
+
+    return paths.cache_dir() / "data"
+
+
 def ensure(names: Sequence[str]) -> pathlib.Path:
     """The data root holding `names`: $TLX_DATA_DIR when set (used as is), else the cache's
     `data/` folder, where whatever is missing is fetched first; TLX_DATA_DIR is then set to it
     so every reader in this process finds it. Honours TLX_DATA_BASE_URL and TLX_DATA_MIRROR."""
     if os.environ.get("TLX_DATA_DIR"):
         return pathlib.Path(os.environ["TLX_DATA_DIR"])
-    from data_pipelines import paths
-
-    root = paths.cache_dir() / "data"
+    root = default_root()
     opts = Options(
         root=root,
         base_url=os.environ.get("TLX_DATA_BASE_URL"),
