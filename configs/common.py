@@ -69,7 +69,16 @@ def base_config() -> ml_collections.ConfigDict:
             "frozen": [],
         }
     )
-    c.checkpoint = ml_collections.ConfigDict({"every": 500, "max_to_keep": 3, "async_save": True})
+    c.checkpoint = ml_collections.ConfigDict(
+        {
+            "every": 500,
+            "max_to_keep": 3,
+            "async_save": True,
+            # Keys allowed to differ from the saved config when the run resumes (beyond
+            # tlx.config_checks.RESUMABLE), e.g. ("optim.lr",); ("all",) allows any change.
+            "allow_changes": (),
+        }
+    )
     c.transfer = ml_collections.ConfigDict(
         {
             "init_from": "",
@@ -87,6 +96,7 @@ def base_config() -> ml_collections.ConfigDict:
             "vocab": "bert_uncased",
             "seq_len": 128,
             "data_dir": "",  # empty: $TLX_DATA_DIR
+            "verify": True,  # check the files the run reads against tlx/data/manifest.json
             "num_shards": 0,  # 0: one data shard per process
             "eval_split": "validation",
             "options": ml_collections.ConfigDict(),

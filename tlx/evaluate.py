@@ -24,6 +24,8 @@ import numpy as np
 import data_pipelines
 from data_pipelines import tagging
 from tlx import input_pipeline, partitioning
+from tlx.data import verify as data_verify
+from tlx.errors import ConfigError, cli_boundary
 from tlx.metrics import reduce
 
 # Batch fields the host needs to score predictions, per task kind.
@@ -74,6 +76,11 @@ def task_metrics(info, collected: list[dict]) -> dict[str, float]:
 
 # Objectives whose models are word-vector tables: they are scored on word_eval, not on a split.
 WORD_OBJECTIVES = ("sgns", "glove")
+
+
+def splits_read(cfg, split: str) -> tuple[str, ...]:
+    """The task splits `score` reads to evaluate on `split` (none for word-vector runs)."""
+    return () if cfg.objective in WORD_OBJECTIVES else (split,)
 
 
 def word_vectors(setup, cfg, params):
@@ -128,22 +135,27 @@ def _load_run_config(workdir: str, task: str | None) -> ml_collections.ConfigDic
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} not found: --workdir must be a tlx run directory")
     with open(path) as f:
-        cfg = ml_collections.ConfigDict(json.load(f))
+        try:
+            cfg = ml_collections.ConfigDict(json.load(f))
+        except json.JSONDecodeError as e:
+            raise ConfigError(
+                f"{path} is not valid JSON ({e}); is the run directory intact?"
+            ) from e
     if task == "word_eval":
         if cfg.objective not in WORD_OBJECTIVES:
-            raise ValueError(
+            raise ConfigError(
                 f"--task=word_eval scores word-vector runs ({WORD_OBJECTIVES}); the run in "
                 f"{workdir} trains objective {cfg.objective!r}"
             )
     elif task and task != cfg.data.task:
         info, model = downstream(task), cfg.model
         if info is None:
-            raise ValueError(f"--task={task} is not a downstream task")
+            raise ConfigError(f"--task={task} is not a downstream task")
         kind = "tagging" if model.name.endswith("tagger") else "sentence/pair"
         if (info.kind == "tagging") != (kind == "tagging") or info.num_classes != model.get(
             "num_classes"
         ):
-            raise ValueError(
+            raise ConfigError(
                 f"the run in {workdir} has a {kind} head with {model.get('num_classes')} classes "
                 f"(trained on {cfg.data.task}); {task} is a {info.kind} task with "
                 f"{info.num_classes} labels"
@@ -166,6 +178,7 @@ def evaluate_run(
     cfg = _load_run_config(workdir, task)
     cfg.train.eval_steps = eval_steps
     cfg.data.task_name = train.resolve_task(cfg)
+    data_verify.check_run_data(cfg, splits_read(cfg, split))
     global_batch = cfg.train.batch_size
     setup = train.build(cfg, input_pipeline.example_batch(cfg, global_batch))
     best_dir = os.path.join(workdir, checkpoint.BEST_DIR)
@@ -173,7 +186,7 @@ def evaluate_run(
         directory, step = best_dir, None
     else:
         directory = os.path.join(workdir, "checkpoints")
-        step = None if checkpoint_name in ("best", "latest") else int(checkpoint_name)
+        step = checkpoint.parse_choice(checkpoint_name)
     step, params = checkpoint.restore_params(
         directory, setup.abstract_state.params, setup.state_shardings.params, step
     )
@@ -193,6 +206,7 @@ def evaluate_run(
     return result
 
 
+@cli_boundary
 def main(argv) -> None:
     del argv
     from absl import flags

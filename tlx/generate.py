@@ -15,6 +15,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from tlx.errors import ConfigError, cli_boundary
+
 
 def _sample(logits, rng, temperature: float, top_k: int):
     """[B, V] float32 logits -> [B] int32 token ids."""
@@ -85,40 +87,79 @@ def generate_uncached(model, params, prompt, rng, *, max_new_tokens, temperature
     return out
 
 
-def main(argv) -> None:
-    del argv
-    from absl import flags
+def check_flags(temperature: float, top_k: int, max_new_tokens: int, vocab_size: int) -> None:
+    """Sampling settings that cannot work are a ConfigError naming the flag."""
+    if not temperature >= 0.0:
+        raise ConfigError(f"--temperature={temperature}: must be >= 0 (0 is greedy decoding)")
+    if not 0 <= top_k <= vocab_size:
+        raise ConfigError(
+            f"--top_k={top_k}: must be in [0, {vocab_size}] (the vocabulary size; 0 = all)"
+        )
+    if max_new_tokens <= 0:
+        raise ConfigError(f"--max_new_tokens={max_new_tokens}: must be positive")
 
+
+def generate_run(workdir: str, prompt: str, *, max_new_tokens=40, temperature=0.0, top_k=0,
+                 seed=0, checkpoint_name="latest") -> tuple[str, str]:  # fmt: skip
+    """(checkpoint used, prompt + continuation) from a gpt_lm run's checkpoint."""
     from data_pipelines import vocabularies
     from tlx import checkpoint, evaluate, models
 
-    f = flags.FLAGS
-    cfg = evaluate._load_run_config(f.workdir, None)
+    cfg = evaluate._load_run_config(workdir, None)
     if cfg.model.name != "gpt_lm":
-        raise ValueError(f"{f.workdir} holds a {cfg.model.name!r} model; generation needs gpt_lm")
+        raise ConfigError(f"{workdir} holds a {cfg.model.name!r} model; generation needs gpt_lm")
+    check_flags(temperature, top_k, max_new_tokens, cfg.model.vocab_size)
+    if max_new_tokens + 1 > cfg.model.max_position:
+        raise ConfigError(
+            f"--max_new_tokens={max_new_tokens}: the model has {cfg.model.max_position} "
+            "positions in all, prompt included"
+        )
+    sub = checkpoint.BEST_DIR if checkpoint_name == "best" else "checkpoints"
+    step = checkpoint.parse_choice(checkpoint_name)
     model = models.build(cfg.model)
     vocab = vocabularies.get_vocabulary(cfg.data.vocab)
+    ids = jnp.asarray([vocab.encode(prompt)], jnp.int32)
+    if ids.shape[1] == 0:
+        raise ConfigError(f"--prompt={prompt!r} encodes to no tokens; give some text")
+    if ids.shape[1] + max_new_tokens > cfg.model.max_position:
+        raise ConfigError(
+            f"--prompt ({ids.shape[1]} tokens) + --max_new_tokens={max_new_tokens} exceed the "
+            f"model's {cfg.model.max_position} positions"
+        )
     dummy = {"input_ids": jnp.zeros((1, 8), jnp.int32)}
     abstract = nn.unbox(jax.eval_shape(model.init, jax.random.PRNGKey(0), dummy)["params"])
     cpu = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     shardings = jax.tree.map(lambda _: cpu, abstract)
-    sub = checkpoint.BEST_DIR if f.checkpoint == "best" else "checkpoints"
-    step = None if f.checkpoint in ("best", "latest") else int(f.checkpoint)
-    step, params = checkpoint.restore_params(f"{f.workdir}/{sub}", abstract, shardings, step)
-    ids = jnp.asarray([vocab.encode(f.prompt)], jnp.int32)
-    if ids.shape[1] == 0:
-        raise ValueError(f"--prompt={f.prompt!r} encodes to no tokens; give some text")
-    print(f"{f.workdir}/{sub} step {step}")
+    step, params = checkpoint.restore_params(f"{workdir}/{sub}", abstract, shardings, step)
     out = generate(
         model,
         params,
         ids,
-        jax.random.PRNGKey(f.seed),
+        jax.random.PRNGKey(seed),
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+    )
+    return f"{workdir}/{sub} step {step}", vocab.decode(out[0].tolist())
+
+
+@cli_boundary
+def main(argv) -> None:
+    del argv
+    from absl import flags
+
+    f = flags.FLAGS
+    where, text = generate_run(
+        f.workdir,
+        f.prompt,
         max_new_tokens=f.max_new_tokens,
         temperature=f.temperature,
         top_k=f.top_k,
+        seed=f.seed,
+        checkpoint_name=f.checkpoint,
     )
-    print(vocab.decode(out[0].tolist()))
+    print(where)
+    print(text)
 
 
 def run() -> None:

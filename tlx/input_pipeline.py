@@ -17,15 +17,19 @@ import numpy as np
 import tensorflow as tf
 
 import data_pipelines
+from tlx.errors import ConfigError
 
 
 def _shard_plan(cfg: ml_collections.ConfigDict, global_batch: int) -> tuple[list[int], int, int]:
     procs, p = jax.process_count(), jax.process_index()
     shards = cfg.data.num_shards or procs
     if shards % procs:
-        raise ValueError(f"data.num_shards={shards} is not a multiple of {procs} processes")
+        raise ConfigError(f"data.num_shards={shards} is not a multiple of {procs} processes")
     if global_batch % shards:
-        raise ValueError(f"batch size {global_batch} is not divisible by {shards} data shards")
+        raise ConfigError(
+            f"train.batch_size={global_batch} is not divisible by {shards} data shards "
+            f"(data.num_shards, default one per process)"
+        )
     k = shards // procs
     return list(range(p * k, (p + 1) * k)), shards, global_batch // shards
 
@@ -58,19 +62,32 @@ def _dataset(cfg, split: str, seed: int, shard: int, num_shards: int, repeat: bo
     return ds
 
 
-def train_batches(cfg, global_batch: int, start_batch: int = 0) -> Iterator[dict[str, np.ndarray]]:
-    """Endless shuffled local batches, skipping the `start_batch` already consumed."""
+def data_shards(cfg, global_batch: int) -> int:
+    """The number of data shards the stream is split into (the stream depends on it)."""
+    return _shard_plan(cfg, global_batch)[1]
+
+
+def train_batches(
+    cfg, global_batch: int, start_example: int = 0
+) -> Iterator[dict[str, np.ndarray]]:
+    """Endless shuffled local batches, after the first `start_example` examples (global).
+
+    The skip is counted in examples of each shard's stream, not in batches, so a run resumed
+    with another batch size continues the same example sequence."""
     shards, num_shards, per_shard = _shard_plan(cfg, global_batch)
+    if start_example % num_shards:
+        raise ValueError(f"{start_example} examples consumed do not split over {num_shards} shards")
+    skip = start_example // num_shards
     parts = [
-        _dataset(cfg, "train", cfg.seed, s, num_shards, repeat=True, shuffle=True).batch(
-            per_shard, drop_remainder=True
-        )
+        _dataset(cfg, "train", cfg.seed, s, num_shards, repeat=True, shuffle=True)
+        .skip(skip)
+        .batch(per_shard, drop_remainder=True)
         for s in shards
     ]
     ds = tf.data.Dataset.zip(tuple(parts)).map(
         lambda *xs: {k: tf.concat([x[k] for x in xs], 0) for k in xs[0]}
     )
-    ds = ds.skip(start_batch).prefetch(tf.data.AUTOTUNE)
+    ds = ds.prefetch(tf.data.AUTOTUNE)
     for batch in ds.as_numpy_iterator():
         batch["example_weight"] = np.ones(len(next(iter(batch.values()))), np.float32)
         yield batch

@@ -25,13 +25,39 @@ def reduce(window: list[dict]) -> dict[str, float]:
     return out
 
 
+def _truncate_after(path: str, step: int) -> None:
+    """Drops the records of steps after `step` (logged after the checkpoint a run resumes
+    from, and about to be logged again), so a resumed run's metrics.jsonl has each step once.
+    A torn last line (a kill mid-write) is dropped too; the file is replaced atomically."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        lines = f.readlines()
+    kept = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and record.get("step", 0) <= step:
+            kept.append(line if line.endswith("\n") else line + "\n")
+    if kept == lines:
+        return
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.writelines(kept)
+    os.replace(tmp, path)
+
+
 class MetricsLog:
     """Writes each logged step to TensorBoard and `workdir/metrics.jsonl` (process 0 only)."""
 
-    def __init__(self, workdir: str, total_steps: int):
+    def __init__(self, workdir: str, total_steps: int, start_step: int = 0):
         self.is_main = jax.process_index() == 0
         self.total_steps = total_steps
         self.path = os.path.join(workdir, "metrics.jsonl")
+        if self.is_main:
+            _truncate_after(self.path, start_step)
         self.writer = metric_writers.create_default_writer(
             os.path.join(workdir, "tensorboard"), just_logging=not self.is_main
         )

@@ -13,6 +13,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from tlx.errors import ConfigError
 from tlx.optim import path_str
 
 # Megatron-style tensor parallelism over 'model', data parallelism over 'data'.
@@ -35,14 +36,14 @@ def make_mesh(shape: dict[str, int], devices=None) -> Mesh:
     devices = jax.devices() if devices is None else devices
     names, sizes = list(shape.keys()), list(shape.values())
     if sizes.count(-1) > 1:
-        raise ValueError(f"mesh {shape}: at most one axis may be -1")
+        raise ConfigError(f"mesh {shape}: at most one axis may be -1")
     known = math.prod(s for s in sizes if s != -1)
     if -1 in sizes:
         if len(devices) % known:
-            raise ValueError(f"mesh {shape} does not divide {len(devices)} devices")
+            raise ConfigError(f"mesh {shape} does not divide {len(devices)} devices")
         sizes[sizes.index(-1)] = len(devices) // known
     if math.prod(sizes) != len(devices):
-        raise ValueError(
+        raise ConfigError(
             f"mesh {dict(zip(names, sizes))} needs {math.prod(sizes)} devices; "
             f"{len(devices)} are available"
         )

@@ -26,6 +26,7 @@ import optax
 import data_pipelines
 from tlx import (
     checkpoint,
+    config_checks,
     evaluate,
     input_pipeline,
     models,
@@ -34,6 +35,8 @@ from tlx import (
     partitioning,
     sparse,
 )
+from tlx.data import verify as data_verify
+from tlx.errors import ConfigError, DivergedError, cli_boundary
 from tlx.metrics import MetricsLog, reduce
 
 
@@ -217,14 +220,25 @@ def _kill_for_test(step: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _write_json_atomic(path: str, text: str) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
 def _apply_epochs(cfg: ml_collections.ConfigDict) -> None:
     """`train.epochs` > 0 (the BERT finetuning recipe): steps = epochs x train examples / batch,
     and `train.eval_every` <= 0 means once per epoch."""
     epochs = cfg.train.get("epochs", 0)
     if epochs <= 0:
         if cfg.train.eval_every <= 0:
-            raise ValueError("train.eval_every <= 0 (per epoch) needs train.epochs > 0")
+            raise ConfigError(
+                f"train.eval_every={cfg.train.eval_every} (<= 0: once per epoch) needs "
+                "train.epochs > 0"
+            )
         return
+    config_checks.check_positive(cfg, "train.batch_size")
     n = input_pipeline.split_size(cfg, "train")
     per_epoch = max(1, math.ceil(n / cfg.train.batch_size))
     cfg.train.steps = max(1, round(epochs * n / cfg.train.batch_size))
@@ -278,10 +292,11 @@ def export_word_vectors(setup: Setup, cfg, params, workdir: str) -> None:
 
 def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     """Trains per `cfg`, resuming from `workdir` if it holds checkpoints; returns final metrics."""
-    # --- distributed init, data task ---------------------------------------------------------
+    # --- distributed init, data task, checks (nothing is written before they pass) ----------
     maybe_initialize_distributed(cfg)
-    os.makedirs(workdir, exist_ok=True)
     cfg = ml_collections.ConfigDict(cfg.to_dict())  # unlocked copy: we add the resolved task
+    mesh = partitioning.make_mesh(dict(cfg.mesh))
+    config_checks.check_values(cfg, mesh.shape.get("data", 1))
     cfg.data.task_name = resolve_task(cfg)
     word_corpus = data_pipelines.tasks.word_corpus(cfg.data.task_name)
     if word_corpus is not None:  # word2vec / GloVe: the corpus' min-count words
@@ -293,19 +308,25 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str
     if "tgt_vocab_size" in cfg.model and cfg.model.tgt_vocab_size is None:  # seq2seq targets
         cfg.model.tgt_vocab_size = data_pipelines.tasks.target_vocab_size(cfg.data.task_name)
     if cfg.model.get("vocab_size") not in (None, vocab_size):
-        raise ValueError(
+        raise ConfigError(
             f"model.vocab_size={cfg.model.vocab_size} but data.vocab={cfg.data.vocab!r} has "
             f"{vocab_size} entries; set --config.model.vocab_size={vocab_size}"
         )
     _apply_epochs(cfg)
-    if jax.process_index() == 0:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(cfg.to_json_best_effort(indent=2))
     global_batch, total_steps = cfg.train.batch_size, cfg.train.steps
     eval_split = cfg.data.eval_split
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    saved_config = os.path.join(workdir, "config.json")
+    if checkpoint.has_steps(ckpt_dir) and os.path.exists(saved_config):
+        config_checks.check_resume(saved_config, cfg)
+    # Every split the run reads, opened and checked now: seconds, not after training.
+    data_verify.check_run_data(cfg, ("train", *evaluate.splits_read(cfg, eval_split)))
 
     # --- model, optimizer, mesh, shardings ---------------------------------------------------
     setup = build(cfg, input_pipeline.example_batch(cfg, global_batch))
+    os.makedirs(workdir, exist_ok=True)
+    if jax.process_index() == 0:
+        _write_json_atomic(saved_config, cfg.to_json_best_effort(indent=2))
     print(
         f"process_index={jax.process_index()} process_count={jax.process_count()} "
         f"devices={jax.device_count()} local_devices={jax.local_device_count()} "
@@ -316,19 +337,26 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str
 
     # --- restore: own checkpoint, else init_from (params) and/or init_vectors, else fresh ----
     mngr = checkpoint.manager(
-        os.path.join(workdir, "checkpoints"),
+        ckpt_dir,
         every=cfg.checkpoint.every,
         max_to_keep=cfg.checkpoint.max_to_keep,
         async_save=cfg.checkpoint.async_save,
     )
-    start_batch = 0
+    num_shards = input_pipeline.data_shards(cfg, global_batch)
+    start_example = 0
     resumed = checkpoint.restore_latest(mngr, setup.abstract_state, setup.state_shardings)
     if resumed is not None:
         step, params, opt_state, meta = resumed
         rng = jnp.asarray(np.array(meta["rng"], np.uint32))
         state = TrainState(jnp.asarray(step, jnp.int32), params, opt_state, rng)
         state = jax.device_put(state, setup.state_shardings)
-        start_batch = meta["batches_consumed"]
+        start_example = meta.get("examples_consumed", meta["batches_consumed"] * global_batch)
+        if meta.get("data_shards", num_shards) != num_shards:
+            raise ConfigError(
+                f"this run's data stream was split into {meta['data_shards']} shards, now into "
+                f"{num_shards} (data.num_shards, default one per process): the examples would "
+                f"change; set --config.data.num_shards={meta['data_shards']}"
+            )
         print(f"resumed from {workdir}/checkpoints step {step}", flush=True)
     elif cfg.transfer.init_from or cfg.transfer.get("init_vectors"):
         params = state.params
@@ -354,9 +382,9 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str
         )
 
     # --- train -------------------------------------------------------------------------------
-    log = MetricsLog(workdir, total_steps)
+    log = MetricsLog(workdir, total_steps, start_step=int(state.step))
     best = BestTracker(workdir, evaluate.downstream(cfg.data.task_name))
-    batches = input_pipeline.train_batches(cfg, global_batch, start_batch)
+    batches = input_pipeline.train_batches(cfg, global_batch, start_example)
     tokens_per_step = global_batch * cfg.data.seq_len
     step = int(state.step)
     window, t0, last_eval = [], time.time(), {}
@@ -365,13 +393,14 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str
         state, metrics = setup.train_step(state, batch)
         window.append(metrics)
         step += 1
+        start_example += global_batch
         due_log = step % cfg.train.log_every == 0 or step == total_steps
         due_save = step % cfg.checkpoint.every == 0 or step == total_steps
         if due_log or due_save:
             summary = reduce(window)
             if not math.isfinite(summary["loss"]):
                 mngr.wait_until_finished()
-                raise FloatingPointError(
+                raise DivergedError(
                     f"loss is {summary['loss']} at step {step} (window of {len(window)} steps); "
                     f"not saving. Last good checkpoint: step {mngr.latest_step()} in {workdir}"
                 )
@@ -393,6 +422,8 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str
             meta = {
                 "step": step,
                 "batches_consumed": step,
+                "examples_consumed": start_example,
+                "data_shards": num_shards,
                 "rng": np.asarray(jax.device_get(state.rng)).tolist(),
             }
             checkpoint.save(mngr, step, state, meta, force=step == total_steps)
@@ -425,6 +456,7 @@ def quiet_logs() -> None:
         logging.set_verbosity(logging.WARNING)
 
 
+@cli_boundary
 def main(argv) -> None:
     del argv
     from absl import flags

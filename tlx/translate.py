@@ -21,6 +21,7 @@ import numpy as np
 
 from data_pipelines import translation, vocabularies
 from tlx import checkpoint, evaluate, input_pipeline, train
+from tlx.errors import ConfigError, cli_boundary
 from tlx.models import cove
 
 
@@ -56,12 +57,21 @@ def translate_run(
     """Decodes `split` (its first `limit` sentences if > 0), scores BLEU, writes the files."""
     import sacrebleu
 
+    if split not in translation.SPLITS:
+        raise ConfigError(f"--split={split!r}: expected one of {list(translation.SPLITS)}")
+    for flag, value in (("--beam", beam), ("--batch", batch)):
+        if value <= 0:
+            raise ConfigError(f"{flag}={value}: must be positive")
+    if not alpha >= 0:
+        raise ConfigError(f"--alpha={alpha}: must be >= 0")
+    if limit < 0:
+        raise ConfigError(f"limit={limit}: must be >= 0 (0: every sentence)")
     cfg = evaluate._load_run_config(workdir, None)
     if cfg.model.name != "cove_mt":
-        raise ValueError(f"{workdir} holds a {cfg.model.name!r} run; tlx.translate needs cove_mt")
+        raise ConfigError(f"{workdir} holds a {cfg.model.name!r} run; tlx.translate needs cove_mt")
     cfg.data.task_name = train.resolve_task(cfg)
     setup = train.build(cfg, input_pipeline.example_batch(cfg, cfg.train.batch_size))
-    step = None if checkpoint_name == "latest" else int(checkpoint_name)
+    step = checkpoint.parse_choice(checkpoint_name, ("latest",))
     step, params = checkpoint.restore_params(
         os.path.join(workdir, "checkpoints"),
         setup.abstract_state.params,
@@ -107,6 +117,7 @@ def translate_run(
     return result
 
 
+@cli_boundary
 def main(argv) -> None:
     del argv
     from absl import flags

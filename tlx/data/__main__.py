@@ -59,6 +59,10 @@ def main(argv=None) -> int:
     f.add_argument("--retries", type=int, default=4)
     f.add_argument("--timeout", type=float, default=60.0, help="seconds per network operation")
     args = parser.parse_args(argv)
+    if args.command == "fetch" and args.retries < 0:
+        parser.error(f"--retries={args.retries}: must be >= 0")
+    if args.command == "fetch" and not args.timeout > 0:
+        parser.error(f"--timeout={args.timeout}: must be > 0 seconds")
     manifest = fetching.load_manifest()
     try:
         if args.command == "list":
