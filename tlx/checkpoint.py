@@ -1,4 +1,4 @@
-"""Orbax checkpoints and the one restore order.
+"""Orbax checkpoints, verified, and the one restore order.
 
 Restore order (big_vision's, written once in `restore_or_init`):
   1. the run's own latest checkpoint in `workdir/checkpoints` (resume: params, optimizer state,
@@ -7,23 +7,128 @@ Restore order (big_vision's, written once in `restore_or_init`):
      regexes saying which model params keep their init (`dont_load`) and which checkpoint
      params are deliberately unused (`ignore`); every other mismatch is an error naming it;
   3. else the fresh initialisation.
+
+Every checkpoint records a digest of every array it saves (`meta["digests"]`, see
+`tree_digests`), and every restore checks the arrays it read against them. A step that cannot be
+read (missing item, manifest or metadata, truncated or corrupt file) or whose arrays do not
+match their digests is *damaged*: it is reported naming the step directory and what is wrong,
+and the newest good step is used instead. A run's own damaged steps are set aside (moved, never
+deleted) to `WORKDIR/damaged_checkpoints/`; another run's (`init_from`, `tlx.evaluate`,
+`tlx.convert export-hf`) are only reported, never moved. A checkpoint that reads fine but does
+not fit the model (other shapes, other parameter names) is not damage: it is an error naming the
+parameter, and nothing is moved.
 """
 
+import datetime
 import os
 import re
+import shutil
+import sys
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding, PartitionSpec
 
+from tlx.errors import CheckpointError, UserError
 from tlx.optim import path_str
 
 ITEMS = ("params", "opt_state", "meta")
+DAMAGED_DIR = "damaged_checkpoints"
 
 
-class TransferError(ValueError):
+class TransferError(UserError, ValueError):
     """A pretrained checkpoint does not fit the model; the message names the parameter."""
+
+
+class DamagedCheckpoint(CheckpointError):
+    """A step that cannot be read back as it was written; the message says what is wrong."""
+
+
+# ----------------------------------------------------------------------------- array digests
+
+_GOLDEN, _MIX1, _MIX2 = np.uint32(0x9E3779B1), np.uint32(0x85EBCA77), np.uint32(0xC2B2AE3D)
+
+
+def _words(x: np.ndarray) -> np.ndarray:
+    """An array's bit pattern as uint32 words, one per element (8-byte types: two, last axis)."""
+    x = np.ascontiguousarray(x)
+    if x.dtype == np.bool_:
+        x = x.view(np.uint8)
+    size = x.dtype.itemsize
+    if size == 8:
+        return x.reshape(*x.shape, 1).view(np.uint32)
+    return x.view({4: np.uint32, 2: np.uint16, 1: np.uint8}[size]).astype(np.uint32, copy=False)
+
+
+def _block_digest(block: np.ndarray, shape: tuple, index: tuple) -> np.ndarray:
+    """Two position-weighted uint32 sums over one block of a global array of `shape`: sums are
+    exact modulo 2**32 in any order, so the blocks of any sharding add up to the same digest.
+    Any single flipped bit changes the first sum (it multiplies an odd weight)."""
+    words = _words(block)
+    if words.ndim > len(shape):  # 8-byte elements: the global shape gains a trailing 2
+        shape, index = (*shape, 2), (*index, slice(0, 2))
+    strides = np.cumprod((*shape[1:], 1)[::-1])[::-1] if shape else ()
+    linear = np.zeros((1,) * words.ndim, np.uint32)
+    for axis, (sl, n, stride) in enumerate(zip(index, words.shape, strides, strict=True)):
+        start = sl.start or 0
+        pos = (np.arange(start, start + n, dtype=np.uint64) * int(stride)) % (1 << 32)
+        linear = linear + pos.astype(np.uint32).reshape(
+            [-1 if a == axis else 1 for a in range(words.ndim)]
+        )
+    linear = np.broadcast_to(linear, words.shape)
+    first = np.add.reduce((words * (linear * np.uint32(2) + np.uint32(1))).ravel(), dtype=np.uint32)
+    h = (words ^ (linear * _GOLDEN)) * _MIX1
+    h ^= h >> np.uint32(15)
+    h *= _MIX2
+    second = np.add.reduce(h.ravel(), dtype=np.uint32)
+    return np.array([first, second], np.uint32)
+
+
+def array_digest(x) -> np.ndarray:
+    """This process's part of the digest of `x` (a jax or numpy array): the sum over the
+    shards it holds (replica 0 only), to be summed over processes."""
+    if isinstance(x, jax.Array):
+        total = np.zeros(2, np.uint32)
+        for shard in x.addressable_shards:
+            if shard.replica_id == 0:
+                total += _block_digest(np.asarray(shard.data), x.shape, shard.index)
+        return total
+    x = np.asarray(x)
+    return _block_digest(x, x.shape, tuple(slice(0, n) for n in x.shape))
+
+
+def tree_digests(items: dict) -> dict[str, str]:
+    """{'params/encoder/...': '16 hex digits', ...} for every array of every item, identical
+    under any mesh and any number of processes (partial sums are added over processes)."""
+    flat = {
+        f"{name}/{path}": x for name, tree in items.items() for path, x in flatten(tree).items()
+    }
+    partial = np.stack([array_digest(x) for x in flat.values()]) if flat else np.zeros((0, 2))
+    if jax.process_count() > 1 and flat:
+        from jax.experimental import multihost_utils
+
+        gathered = np.asarray(multihost_utils.process_allgather(partial), np.uint32)
+        partial = np.add.reduce(gathered, axis=0, dtype=np.uint32)
+    return {path: f"{int(a):08x}{int(b):08x}" for path, (a, b) in zip(flat, partial, strict=True)}
+
+
+def verify_digests(where: str, items: dict, recorded: dict | None) -> None:
+    """Raises DamagedCheckpoint naming every array of `items` whose digest differs from the
+    recorded one (or is not recorded). `recorded` None: a checkpoint from before digests."""
+    if recorded is None:
+        return
+    names = tuple(items)
+    expected = {p: d for p, d in recorded.items() if p.split("/", 1)[0] in names}
+    got = tree_digests(items)
+    bad = [
+        f"{p}: digest {got[p]} != recorded {expected[p]}" if p in expected else f"{p}: no digest"
+        for p in got
+        if expected.get(p) != got[p]
+    ]
+    if bad:
+        shown = "; ".join(bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise DamagedCheckpoint(f"{where}: {len(bad)} array(s) do not match their digests: {shown}")
 
 
 def manager(directory: str, *, every: int = 1000, max_to_keep: int | None = 3, async_save=True):
@@ -44,7 +149,12 @@ def manager(directory: str, *, every: int = 1000, max_to_keep: int | None = 3, a
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state, meta: dict, *, force=False) -> bool:
-    """Saves params, optimizer state and JSON meta (RNG, data position) if `step` is due."""
+    """Saves params, optimizer state and JSON meta (RNG, data position, the arrays' digests)
+    if `step` is due."""
+    if not force and not mngr.should_save(step):
+        return False
+    digests = tree_digests({"params": state.params, "opt_state": state.opt_state})
+    meta = {**meta, "digests": digests}
     return mngr.save(
         step,
         args=ocp.args.Composite(
@@ -56,28 +166,187 @@ def save(mngr: ocp.CheckpointManager, step: int, state, meta: dict, *, force=Fal
     )
 
 
+def parse_choice(value: str, names=("best", "latest")) -> int | None:
+    """A --checkpoint flag: one of `names` (None: the newest good step there) or a step."""
+    if value in names:
+        return None
+    if not value.isdigit():
+        raise CheckpointError(f"--checkpoint={value!r}: expected one of {list(names)} or a step")
+    return int(value)
+
+
+def has_steps(directory: str) -> bool:
+    """Whether a checkpoints directory holds any finished step (a run to resume)."""
+    return os.path.isdir(directory) and any(n.isdigit() for n in os.listdir(directory))
+
+
 def _abstract(tree, shardings):
     return jax.tree.map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings
     )
 
 
-def restore_latest(mngr: ocp.CheckpointManager, abstract_state, shardings):
-    """Resume from the latest step: (step, params, opt_state, meta), or None if there is none."""
-    step = mngr.latest_step()
-    if step is None:
-        return None
-    restored = mngr.restore(
-        step,
-        args=ocp.args.Composite(
-            params=ocp.args.StandardRestore(_abstract(abstract_state.params, shardings.params)),
-            opt_state=ocp.args.StandardRestore(
-                _abstract(abstract_state.opt_state, shardings.opt_state)
-            ),
-            meta=ocp.args.JsonRestore(),
-        ),
+def _report(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def _reader(directory: str, items=("params", "meta")) -> ocp.CheckpointManager:
+    handlers = {
+        "params": ocp.StandardCheckpointHandler(),
+        "opt_state": ocp.StandardCheckpointHandler(),
+        "meta": ocp.JsonCheckpointHandler(),
+    }
+    return ocp.CheckpointManager(
+        os.path.abspath(directory),
+        options=ocp.CheckpointManagerOptions(create=False, read_only=True),
+        item_handlers={k: handlers[k] for k in items},
     )
-    return step, restored["params"], restored["opt_state"], restored["meta"]
+
+
+def _describe(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text[:300]}"
+
+
+def _fits(where: str, stored, abstract) -> None:
+    """A readable checkpoint whose tree differs from the model's: an error, not damage."""
+    have, want = flatten(stored), flatten(abstract)
+    problems = [f"{p} is missing" for p in want if p not in have]
+    problems += [f"{p} is not in the model" for p in have if p not in want]
+    problems += [
+        f"{p}: checkpoint shape {tuple(have[p].shape)} != model shape {tuple(want[p].shape)}"
+        for p in want
+        if p in have and tuple(have[p].shape) != tuple(want[p].shape)
+    ]
+    if problems:
+        raise CheckpointError(
+            f"{where} does not fit the model the config builds:\n  " + "\n  ".join(problems[:20])
+        )
+
+
+def read_step(mngr: ocp.CheckpointManager, step: int, items, make_targets) -> tuple[dict, dict]:
+    """(restored items, meta) of one step, verified against its recorded digests.
+
+    `make_targets(metadata)` gets {item: stored tree metadata} for `items` and returns {item:
+    abstract tree with shardings} to restore; it raises its own error (not DamagedCheckpoint)
+    if the tree does not fit the model. Anything unreadable, missing or not matching its
+    digests raises DamagedCheckpoint naming the step directory."""
+    where = os.path.join(str(mngr.directory), str(step))
+    try:
+        meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    except Exception as e:  # noqa: BLE001 - any failure to read written bytes is damage
+        raise DamagedCheckpoint(f"{where}: its meta item cannot be read ({_describe(e)})") from e
+    if not isinstance(meta, dict):
+        raise DamagedCheckpoint(f"{where}: its meta item is not a JSON object")
+    try:
+        stored = mngr.item_metadata(step)
+        metadata = {name: stored[name] if name in stored else None for name in items}
+    except Exception as e:  # noqa: BLE001
+        raise DamagedCheckpoint(f"{where}: its metadata cannot be read ({_describe(e)})") from e
+    for name, tree in metadata.items():
+        if tree is None:
+            raise DamagedCheckpoint(f"{where}: item {name!r} is missing or unreadable")
+    targets = make_targets(metadata)
+    try:
+        restored = mngr.restore(
+            step,
+            args=ocp.args.Composite(
+                **{name: ocp.args.StandardRestore(t) for name, t in targets.items()}
+            ),
+        )
+        restored = {name: restored[name] for name in targets}
+    except Exception as e:  # noqa: BLE001
+        raise DamagedCheckpoint(f"{where}: its arrays cannot be read ({_describe(e)})") from e
+    verify_digests(where, restored, meta.get("digests"))
+    if "digests" not in meta:
+        _report(f"{where} records no array digests (written before tlx kept them): not verified")
+    return restored, meta
+
+
+def _fitting(where: str, abstract: dict):
+    """make_targets for items whose abstract trees are known: checks they fit, returns them."""
+
+    def make(metadata: dict) -> dict:
+        for name, tree in abstract.items():
+            _fits(f"{where} item {name!r}", metadata[name], tree)
+        return abstract
+
+    return make
+
+
+def _sync(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def set_aside(path: str, workdir: str, reason: str) -> str:
+    """Moves a damaged step (or an interrupted save's temporary directory) to
+    WORKDIR/damaged_checkpoints/NAME-TIME (process 0; never deleted) with the reason beside it."""
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S%f")
+    dest = os.path.join(workdir, DAMAGED_DIR, f"{os.path.basename(path)}-{stamp}")
+    if jax.process_index() == 0:
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        shutil.move(path, dest)
+        with open(dest + ".reason.txt", "w") as f:
+            f.write(reason + "\n")
+    _sync(f"tlx_set_aside_{os.path.basename(dest)}")
+    return dest
+
+
+def newest_good(mngr, steps, read, *, workdir: str | None = None):
+    """(step, read(step)) for the newest step of `steps` that is not damaged; each damaged one
+    is reported and, with `workdir` (the run's own checkpoints), set aside. None if none is good."""
+    for step in sorted(steps, reverse=True):
+        try:
+            return step, read(step)
+        except DamagedCheckpoint as e:
+            path = os.path.join(str(mngr.directory), str(step))
+            if workdir is None:
+                _report(f"checkpoint {e}; trying the previous step")
+                continue
+            dest = set_aside(path, workdir, str(e))
+            _report(f"checkpoint {e}; set aside to {dest}; trying the previous step")
+            mngr.reload()
+    return None
+
+
+def set_aside_incomplete(mngr: ocp.CheckpointManager, workdir: str) -> None:
+    """Interrupted saves leave `STEP.orbax-checkpoint-tmp-*` directories: reported, set aside."""
+    root = str(mngr.directory)
+    if not os.path.isdir(root):
+        return
+    for name in sorted(os.listdir(root)):
+        if ".orbax-checkpoint-tmp" in name:
+            dest = set_aside(os.path.join(root, name), workdir, "an interrupted save")
+            _report(f"{root}/{name} is an interrupted save (incomplete); set aside to {dest}")
+
+
+def restore_latest(mngr: ocp.CheckpointManager, abstract_state, shardings, workdir=None):
+    """Resume from the newest good step: (step, params, opt_state, meta), or None if there is
+    none. Damaged steps are set aside under `workdir` (default: the manager's parent)."""
+    workdir = workdir or os.path.dirname(str(mngr.directory))
+    set_aside_incomplete(mngr, workdir)
+    steps = mngr.all_steps()
+    if not steps:
+        return None
+    abstract = {
+        "params": _abstract(abstract_state.params, shardings.params),
+        "opt_state": _abstract(abstract_state.opt_state, shardings.opt_state),
+    }
+    make = _fitting(f"the run's checkpoint in {mngr.directory}", abstract)
+    found = newest_good(
+        mngr, steps, lambda s: read_step(mngr, s, tuple(abstract), make), workdir=workdir
+    )
+    if found is None:
+        raise CheckpointError(
+            f"every checkpoint in {mngr.directory} (steps {sorted(steps)}) is damaged; all were "
+            f"set aside to {os.path.join(workdir, DAMAGED_DIR)}. Rerun to start the run afresh, "
+            "or restore a good copy of the checkpoints"
+        )
+    step, (restored, meta) = found
+    return step, restored["params"], restored["opt_state"], meta
 
 
 def flatten(tree) -> dict:
@@ -109,58 +378,61 @@ def load_pretrained(
     `ignore`: regexes of checkpoint params with no place in the model (e.g. pretraining heads).
     Anything else missing, extra or wrongly shaped raises TransferError naming it.
     """
+    if not os.path.isdir(init_from):
+        raise TransferError(f"transfer.init_from={init_from!r} is not a directory")
     ckpt_dir = os.path.join(init_from, "checkpoints")
     if not os.path.isdir(ckpt_dir):
         ckpt_dir = init_from  # also accept the checkpoints directory itself
-    mngr = ocp.CheckpointManager(
-        os.path.abspath(ckpt_dir),
-        options=ocp.CheckpointManagerOptions(create=False, read_only=True),
-        item_handlers={"params": ocp.StandardCheckpointHandler()},
-    )
-    step = mngr.latest_step()
-    if step is None:
+    mngr = _reader(ckpt_dir)
+    steps = mngr.all_steps()
+    if not steps:
         raise TransferError(f"init_from={init_from!r}: no Orbax checkpoint found in {ckpt_dir}")
-    stored = flatten(mngr.item_metadata(step)["params"])
     model = flatten(params)
     shard = flatten(param_shardings)
     keep_init = [re.compile(r) for r in dont_load]
     unused = [re.compile(r) for r in ignore]
-
-    problems = []
-    for path, x in model.items():
-        if any(r.fullmatch(path) for r in keep_init):
-            continue
-        if path not in stored:
-            problems.append(f"model parameter {path} {x.shape} is missing from the checkpoint")
-        elif tuple(stored[path].shape) != tuple(x.shape):
-            problems.append(
-                f"parameter {path}: checkpoint shape {tuple(stored[path].shape)} != model "
-                f"shape {tuple(x.shape)}"
-            )
-    for path in stored:
-        if path not in model and not any(r.fullmatch(path) for r in unused):
-            problems.append(f"checkpoint parameter {path} has no place in the model")
-    if problems:
-        raise TransferError(
-            f"cannot load {ckpt_dir} (step {step}) into the model:\n  "
-            + "\n  ".join(problems)
-            + "\n(use transfer.dont_load / transfer.ignore regexes for intended differences)"
-        )
-
     mesh = jax.tree.leaves(param_shardings)[0].mesh
     replicated = NamedSharding(mesh, PartitionSpec())
-    target = {
-        path: jax.ShapeDtypeStruct(
-            tuple(meta.shape), np.dtype(meta.dtype), sharding=shard.get(path, replicated)
-        )
-        for path, meta in stored.items()
-    }
-    restored = flatten(
-        mngr.restore(
-            step, args=ocp.args.Composite(params=ocp.args.StandardRestore(unflatten(target)))
-        )["params"]
-    )
+
+    def make_targets(metadata: dict) -> dict:
+        stored = flatten(metadata["params"])
+        problems = []
+        for path, x in model.items():
+            if any(r.fullmatch(path) for r in keep_init):
+                continue
+            if path not in stored:
+                problems.append(f"model parameter {path} {x.shape} is missing from the checkpoint")
+            elif tuple(stored[path].shape) != tuple(x.shape):
+                problems.append(
+                    f"parameter {path}: checkpoint shape {tuple(stored[path].shape)} != model "
+                    f"shape {tuple(x.shape)}"
+                )
+        for path in stored:
+            if path not in model and not any(r.fullmatch(path) for r in unused):
+                problems.append(f"checkpoint parameter {path} has no place in the model")
+        if problems:
+            raise TransferError(
+                f"cannot load {ckpt_dir} into the model:\n  "
+                + "\n  ".join(problems)
+                + "\n(use transfer.dont_load / transfer.ignore regexes for intended differences)"
+            )
+        target = {
+            path: jax.ShapeDtypeStruct(
+                tuple(meta.shape), np.dtype(meta.dtype), sharding=shard.get(path, replicated)
+            )
+            for path, meta in stored.items()
+        }
+        return {"params": unflatten(target)}
+
+    found = newest_good(mngr, steps, lambda s: read_step(mngr, s, ("params",), make_targets))
     mngr.close()
+    if found is None:
+        raise TransferError(
+            f"init_from={init_from!r}: every checkpoint in {ckpt_dir} (steps {sorted(steps)}) "
+            "is damaged (see the warnings above)"
+        )
+    step, (restored, _) = found
+    restored = flatten(restored["params"])
     loaded = {
         path: (x if any(r.fullmatch(path) for r in keep_init) else restored[path].astype(x.dtype))
         for path, x in model.items()
@@ -187,14 +459,20 @@ def best_manager(workdir: str) -> ocp.CheckpointManager:
 
 
 def best_so_far(mngr: ocp.CheckpointManager) -> dict | None:
-    """The meta ({'step', 'metric', 'value', 'metrics'}) of the kept best checkpoint, if any."""
+    """The meta ({'step', 'metric', 'value', 'metrics'}) of the kept best checkpoint, if any.
+    A damaged meta is reported and treated as no best so far (the next evaluation replaces it)."""
     step = mngr.latest_step()
     if step is None:
         return None
-    return mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    try:
+        return mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    except Exception as e:  # noqa: BLE001
+        _report(f"best checkpoint {mngr.directory}/{step}: meta unreadable ({_describe(e)})")
+        return None
 
 
 def save_best(mngr: ocp.CheckpointManager, step: int, params, meta: dict) -> None:
+    meta = {**meta, "digests": tree_digests({"params": params})}
     mngr.save(
         step,
         args=ocp.args.Composite(params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta)),
@@ -205,25 +483,25 @@ def save_best(mngr: ocp.CheckpointManager, step: int, params, meta: dict) -> Non
 
 def restore_params(directory: str, abstract_params, shardings, step: int | None = None):
     """(step, params) from a checkpoint directory (a run's `checkpoints/` or `best/`), placed
-    with `shardings`; raises FileNotFoundError naming the directory if it holds none."""
-    mngr = ocp.CheckpointManager(
-        os.path.abspath(directory),
-        options=ocp.CheckpointManagerOptions(create=False, read_only=True),
-        item_handlers={"params": ocp.StandardCheckpointHandler()},
-    )
-    step = mngr.latest_step() if step is None else step
-    if step is None or step not in mngr.all_steps():
+    with `shardings` and verified. `step` None: the newest good step (damaged ones reported);
+    an explicit step that is damaged is an error. FileNotFoundError if there is none."""
+    mngr = _reader(directory)
+    steps = mngr.all_steps()
+    if not steps or (step is not None and step not in steps):
         raise FileNotFoundError(
             f"no checkpoint {'' if step is None else f'at step {step} '}in {directory} "
-            f"(steps there: {list(mngr.all_steps())})"
+            f"(steps there: {sorted(steps)})"
         )
-    restored = mngr.restore(
-        step,
-        args=ocp.args.Composite(
-            params=ocp.args.StandardRestore(_abstract(abstract_params, shardings))
-        ),
-    )
+    abstract = {"params": _abstract(abstract_params, shardings)}
+    make = _fitting(f"checkpoint {directory}", abstract)
+    read = lambda s: read_step(mngr, s, ("params",), make)  # noqa: E731
+    found = (step, read(step)) if step is not None else newest_good(mngr, steps, read)
     mngr.close()
+    if found is None:
+        raise CheckpointError(
+            f"every checkpoint in {directory} (steps {sorted(steps)}) is damaged (see above)"
+        )
+    step, (restored, _) = found
     return step, restored["params"]
 
 

@@ -25,8 +25,8 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable
 
@@ -49,6 +49,7 @@ from tlx.convert.bert import (
     tlx_to_hf,
 )
 from tlx.convert.common import ConversionError, problems_error
+from tlx.errors import cli_boundary
 
 __all__ = [
     "ConversionError",
@@ -134,13 +135,39 @@ def _check_dst(dst: str, overwrite: bool) -> str:
     return dst
 
 
+def _remove_stale_tmp(dst: str) -> None:
+    """Removes the temporary siblings an interrupted conversion to `dst` left behind (their
+    process is gone); a conversion still running in another process is left alone."""
+    parent, base = os.path.dirname(dst), os.path.basename(dst)
+    for name in os.listdir(parent):
+        match = re.fullmatch(rf"\.{re.escape(base)}\.tmp-(\d+)-.*", name)
+        if match is None:
+            continue
+        path = os.path.join(parent, name)
+        try:
+            os.kill(int(match.group(1)), 0)
+            continue  # that conversion is still running
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        if name.endswith(".old") and not os.path.exists(dst):
+            # Killed while swapping in a replacement: the old dst is this one; put it back.
+            print(f"restoring {dst} from {path}, left by an interrupted --overwrite")
+            os.rename(path, dst)
+            continue
+        print(f"removing {path}, left by an interrupted conversion")
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def _atomic_dir(dst: str, overwrite: bool):
     """Yields a temporary sibling of `dst`, renamed to `dst` only if the block succeeds."""
     dst = _check_dst(dst, overwrite)
     parent = os.path.dirname(dst)
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(dst)}.tmp-", dir=parent)
+    _remove_stale_tmp(dst)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(dst)}.tmp-{os.getpid()}-", dir=parent)
     os.chmod(tmp, 0o755)
     try:
         yield tmp
@@ -165,6 +192,7 @@ def _write_orbax(directory: str, params: dict, meta: dict) -> None:
     mngr = checkpoint.manager(
         os.path.join(directory, "checkpoints"), every=1, max_to_keep=None, async_save=False
     )
+    meta = {**meta, "digests": checkpoint.tree_digests({"params": params})}
     mngr.save(
         0,
         args=ocp.args.Composite(params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta)),
@@ -183,23 +211,30 @@ def read_checkpoint(src: str) -> tuple[dict, dict | None, int]:
         ckpt_dir, run_dir = src, os.path.dirname(src)
     if not os.path.isdir(ckpt_dir):
         raise ConversionError(f"src {src} is not a directory")
-    mngr = ocp.CheckpointManager(
-        ckpt_dir,
-        options=ocp.CheckpointManagerOptions(create=False, read_only=True),
-        item_handlers={"params": ocp.StandardCheckpointHandler()},
-    )
-    step = mngr.latest_step()
-    if step is None:
+    mngr = checkpoint._reader(ckpt_dir)
+    steps = mngr.all_steps()
+    if not steps:
         raise ConversionError(f"src {src}: no Orbax checkpoint found in {ckpt_dir}")
     cpu = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
-    target = jax.tree.map(
-        lambda m: jax.ShapeDtypeStruct(tuple(m.shape), np.dtype(m.dtype), sharding=cpu),
-        mngr.item_metadata(step)["params"],
+
+    def make_targets(metadata):
+        return {
+            "params": jax.tree.map(
+                lambda m: jax.ShapeDtypeStruct(tuple(m.shape), np.dtype(m.dtype), sharding=cpu),
+                metadata["params"],
+            )
+        }
+
+    found = checkpoint.newest_good(
+        mngr, steps, lambda s: checkpoint.read_step(mngr, s, ("params",), make_targets)
     )
-    restored = mngr.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target)))[
-        "params"
-    ]
     mngr.close()
+    if found is None:
+        raise ConversionError(
+            f"src {src}: every checkpoint in {ckpt_dir} (steps {sorted(steps)}) is damaged"
+        )
+    step, (restored, _) = found
+    restored = restored["params"]
     params = jax.tree.map(np.asarray, restored)
     config_path = os.path.join(run_dir, "config.json")
     stored = None
@@ -264,6 +299,7 @@ def export_hf_bert(src: str, dst: str, overwrite: bool = False) -> dict:
 # --- command line -------------------------------------------------------------------------------
 
 
+@cli_boundary
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m tlx.convert", description=__doc__.split("\n")[0]
@@ -280,8 +316,5 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--overwrite", action="store_true", help="replace a non-empty --dst")
     args = parser.parse_args(argv)
     run = import_hf if args.command == "import-hf" else export_hf
-    try:
-        out = run(args.model, args.src, args.dst, args.overwrite)
-    except ConversionError as e:
-        sys.exit(f"error: {e}")
+    out = run(args.model, args.src, args.dst, args.overwrite)
     print(f"wrote {os.path.abspath(args.dst)}:\n{json.dumps(out, indent=2)}")

@@ -3,8 +3,10 @@ transformer stack's shape back from its params."""
 
 import numpy as np
 
+from tlx.errors import UserError
 
-class ConversionError(ValueError):
+
+class ConversionError(UserError, ValueError):
     """A checkpoint cannot be converted; the message names the tensor, field or path."""
 
 

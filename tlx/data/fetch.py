@@ -39,12 +39,13 @@ import zlib
 from collections.abc import Callable, Iterable, Sequence
 
 from tlx.data import convert
+from tlx.errors import UserError
 
 MANIFEST = pathlib.Path(__file__).with_name("manifest.json")
 _CHUNK = 1 << 20
 
 
-class FetchError(RuntimeError):
+class FetchError(UserError, RuntimeError):
     """A dataset could not be fetched; the message names the file or URL at fault."""
 
 
@@ -140,6 +141,26 @@ def _accept(path: str, data: bytes, spec: dict) -> None:
             f"bytes hash to {got} ({len(data)} bytes, manifest size {spec['size']}); nothing "
             "was written"
         )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(root: pathlib.Path) -> None:
+    """Deletes the `.NAME.tmp-PID` files an interrupted fetch left under `root` (their process
+    is gone). Partial downloads (`.downloads/*.part`) are kept: the next fetch resumes them."""
+    for tmp in root.rglob(".*.tmp-*"):
+        pid = tmp.name.rpartition(".tmp-")[2]
+        if tmp.is_file() and pid.isdigit() and not _alive(int(pid)):
+            print(f"removing {tmp}, left by an interrupted fetch", flush=True)
+            tmp.unlink(missing_ok=True)
 
 
 def write_atomic(dest: pathlib.Path, data: bytes) -> None:
@@ -451,6 +472,7 @@ def fetch(names: Sequence[str], opts: Options, manifest: dict | None = None) -> 
             )
         return {"fetched": 0, "present": sum(len(manifest["datasets"][n]["files"]) for n in names)}
     root.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(root)
     fetched = present = 0
     for name in names:
         try:
