@@ -17,7 +17,7 @@ import re
 import numpy as np
 import seqio
 
-from data_pipelines import corpus, paths, vocabularies
+from data_pipelines import cache, corpus, paths, vocabularies
 
 FEATURES = (
     "input_ids",
@@ -94,21 +94,28 @@ def load_tokenized(
     return docs
 
 
+def _token_cache_layout(z: dict[str, np.ndarray]) -> str | None:
+    lengths, doc_sizes = z["sentence_lengths"], z["doc_sizes"]
+    if int(lengths.sum()) != len(z["ids"]) or int(doc_sizes.sum()) != len(lengths):
+        return "sentence lengths or document sizes do not add up"
+    return None
+
+
 def _load_or_tokenize(cache_file: pathlib.Path, vocab, root, source, split, eval_fraction):
-    if not cache_file.exists():
+    names = ("ids", "sentence_lengths", "doc_sizes")
+    z = cache.load_arrays(cache_file, names, _token_cache_layout)
+    if z is None:
         all_docs = corpus.read_source(root, source)
         docs = corpus.split_documents(all_docs, split, eval_fraction)
         sentences = [s for d in docs for s in d.sentences]
         ids = vocabularies.encode_batch(vocab, sentences)
-        lengths = np.array([len(x) for x in ids], np.int64)
-        flat = np.concatenate(ids).astype(np.int32) if ids else np.zeros([0], np.int32)
-        doc_sizes = np.array([len(d.sentences) for d in docs], np.int64)
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_name(f".{cache_file.stem}.tmp.npz")
-        np.savez(tmp, ids=flat, sentence_lengths=lengths, doc_sizes=doc_sizes)
-        tmp.replace(cache_file)  # atomic, so concurrent readers never see half a file
-    with np.load(cache_file) as z:
-        flat, lengths, doc_sizes = z["ids"], z["sentence_lengths"], z["doc_sizes"]
+        z = {
+            "ids": np.concatenate(ids).astype(np.int32) if ids else np.zeros([0], np.int32),
+            "sentence_lengths": np.array([len(x) for x in ids], np.int64),
+            "doc_sizes": np.array([len(d.sentences) for d in docs], np.int64),
+        }
+        cache.save_arrays(cache_file, z)
+    flat, lengths, doc_sizes = (z[k] for k in names)
     sentences = np.split(flat, np.cumsum(lengths)[:-1]) if len(lengths) else []
     bounds = np.concatenate([[0], np.cumsum(doc_sizes)])
     # Sentences that tokenize to nothing (e.g. stray symbols) would make empty segments.

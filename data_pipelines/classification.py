@@ -30,8 +30,7 @@ import seqio
 import sklearn.metrics
 import tensorflow as tf
 
-from data_pipelines import paths, sources, vocabularies
-from data_pipelines.corpus import CorpusFormatError
+from data_pipelines import datafiles, paths, sources, vocabularies
 
 SHUFFLE_BUFFER = 1024
 SST2_LABELS = ("negative", "positive")
@@ -47,8 +46,14 @@ class Row(NamedTuple):
     texts: tuple[str, ...]  # (sentence,) or (sentence1, sentence2)
 
 
-def _bad(path, line_no: int, expected: str, got: str) -> CorpusFormatError:
-    return CorpusFormatError(f"{path}:{line_no}: expected {expected}, got {got[:80]!r}")
+def _bad(path, line_no: int, expected: str, got: str) -> datafiles.FormatError:
+    return datafiles.bad(path, line_no, f"expected {expected}, got {got[:80]!r}")
+
+
+def _nonempty(path, rows: list[Row]) -> list[Row]:
+    if not rows:
+        raise datafiles.no_records(path, "examples")
+    return rows
 
 
 # ---------------------------------------------------------------------------- readers
@@ -56,65 +61,65 @@ def _bad(path, line_no: int, expected: str, got: str) -> CorpusFormatError:
 
 def read_sst2(path: str | pathlib.Path) -> list[Row]:
     rows = []
-    with pathlib.Path(path).open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            line = line.rstrip("\n")
-            label, _, text = line.partition(" ")
-            if label not in ("0", "1") or not text.strip():
-                raise _bad(path, line_no, "'<0|1> <sentence>'", line)
-            rows.append(Row(line_no, int(label), (text.strip(),)))
-    return rows
+    for line_no, line in datafiles.lines(path):
+        line = line.rstrip("\n")
+        label, _, text = line.partition(" ")
+        if label not in ("0", "1") or not text.strip():
+            raise _bad(path, line_no, "'<0|1> <sentence>'", line)
+        rows.append(Row(line_no, int(label), (text.strip(),)))
+    return _nonempty(path, rows)
 
 
 def read_trec(path: str | pathlib.Path) -> list[Row]:
     rows = []
-    with pathlib.Path(path).open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            line = line.rstrip("\n")
-            head, _, text = line.partition(" ")
-            coarse, colon, fine = head.partition(":")
-            if coarse not in TREC_LABELS or not colon or not fine or not text.strip():
-                raise _bad(path, line_no, f"'<{'|'.join(TREC_LABELS)}>:<fine> <question>'", line)
-            rows.append(Row(line_no, TREC_LABELS.index(coarse), (text.strip(),)))
-    return rows
+    for line_no, line in datafiles.lines(path):
+        line = line.rstrip("\n")
+        head, _, text = line.partition(" ")
+        coarse, colon, fine = head.partition(":")
+        if coarse not in TREC_LABELS or not colon or not fine or not text.strip():
+            raise _bad(path, line_no, f"'<{'|'.join(TREC_LABELS)}>:<fine> <question>'", line)
+        rows.append(Row(line_no, TREC_LABELS.index(coarse), (text.strip(),)))
+    return _nonempty(path, rows)
 
 
 def read_mrpc(path: str | pathlib.Path) -> list[Row]:
     rows = []
     # utf-8-sig drops the BOM; newline="" lets csv see the CRLFs; quotes are literal text.
-    with pathlib.Path(path).open(encoding="utf-8-sig", newline="") as f:
-        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        for row in reader:
-            got = "\t".join(row)
-            if reader.line_num == 1:
-                if row != MRPC_COLUMNS:
-                    raise _bad(path, 1, f"the header {MRPC_COLUMNS}", got)
-                continue
-            if len(row) != 5 or row[0] not in ("0", "1") or not (row[3].strip() and row[4].strip()):
-                raise _bad(path, reader.line_num, "'<0|1>\\tid\\tid\\tstring\\tstring'", got)
-            rows.append(Row(reader.line_num, int(row[0]), (row[3].strip(), row[4].strip())))
-    return rows
+    text = (line for _, line in datafiles.lines(path, encoding="utf-8-sig", newline=""))
+    reader = csv.reader(text, delimiter="\t", quoting=csv.QUOTE_NONE)
+    for row in reader:
+        got = "\t".join(row)
+        if reader.line_num == 1:
+            if row != MRPC_COLUMNS:
+                raise _bad(path, 1, f"the header {MRPC_COLUMNS}", got)
+            continue
+        if len(row) != 5 or row[0] not in ("0", "1") or not (row[3].strip() and row[4].strip()):
+            raise _bad(path, reader.line_num, "'<0|1>\\tid\\tid\\tstring\\tstring'", got)
+        rows.append(Row(reader.line_num, int(row[0]), (row[3].strip(), row[4].strip())))
+    return _nonempty(path, rows)
 
 
 def read_rte(path: str | pathlib.Path) -> list[Row]:
     rows = []
-    with pathlib.Path(path).open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                a, b, label = record["sentence1"], record["sentence2"], record["label"]
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise _bad(
-                    path, line_no, "a JSON object with sentence1, sentence2, label", line
-                ) from e
-            if not (isinstance(a, str) and isinstance(b, str) and a.strip() and b.strip()):
-                raise _bad(path, line_no, "non-empty string sentence1 and sentence2", line)
-            if label not in RTE_LABELS:
-                raise _bad(path, line_no, f"label in {RTE_LABELS}", line)
-            rows.append(Row(line_no, RTE_LABELS.index(label), (a.strip(), b.strip())))
-    return rows
+    expected = "a JSON object with sentence1, sentence2, label"
+    for line_no, line in datafiles.lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise datafiles.bad(
+                path, line_no, f"bad JSON ({e}): expected {expected}, got {line.strip()[:80]!r}"
+            ) from None
+        if not isinstance(record, dict) or not {"sentence1", "sentence2", "label"} <= set(record):
+            raise _bad(path, line_no, expected, line)
+        a, b, label = record["sentence1"], record["sentence2"], record["label"]
+        if not (isinstance(a, str) and isinstance(b, str) and a.strip() and b.strip()):
+            raise _bad(path, line_no, "non-empty string sentence1 and sentence2", line)
+        if label not in RTE_LABELS:
+            raise _bad(path, line_no, f"label in {RTE_LABELS}", line)
+        rows.append(Row(line_no, RTE_LABELS.index(label), (a.strip(), b.strip())))
+    return _nonempty(path, rows)
 
 
 # ---------------------------------------------------------------------------- metrics
@@ -206,6 +211,16 @@ def carve_dev(rows: Sequence[Row], size: float, salt: int) -> tuple[list[Row], l
     digests = [hashlib.sha256(f"{salt}\t{r.label}\t{r.texts}".encode()).digest() for r in rows]
     dev = set(sorted(range(len(rows)), key=lambda i: (digests[i], i))[:n_dev])
     return [r for i, r in enumerate(rows) if i not in dev], [rows[i] for i in sorted(dev)]
+
+
+def split_files(task: str, split: str, data_dir=None) -> list[pathlib.Path]:
+    """The file `split_rows(task, split)` reads (the carved file for a carved split)."""
+    dataset = DATASETS[task]
+    if split not in dataset.info.splits:
+        raise ValueError(f"task {task!r} has splits {dataset.info.splits}, not {split!r}")
+    if dataset.carve and split in ("train", "validation"):
+        split = dataset.carve[0]
+    return [paths.data_dir(data_dir) / dataset.folder / dataset.files[split]]
 
 
 def split_rows(task: str, split: str, data_dir=None) -> list[Row]:
@@ -400,6 +415,7 @@ for _task, _dataset in DATASETS.items():
 
 DEFAULT_MIXTURE_TASKS = ("sst2", "trec", "mrpc", "rte")
 _MIXTURES: dict[str, tuple[str, ...]] = {}
+_MIXTURE_VOCABS: dict[str, str] = {}  # mixture name -> its members' vocabulary spec
 
 
 def num_train_examples(task: str) -> int:
@@ -457,7 +473,14 @@ def get_mixture_name(
         members.append((member, rates[task]))
     seqio.MixtureRegistry.add(name, members)
     _MIXTURES[name] = tasks
+    _MIXTURE_VOCABS[name] = vocab
     return name
+
+
+def mixture_vocab(name: str) -> str:
+    """The vocabulary spec of a mixture from get_mixture_name."""
+    mixture_tasks(name)  # raises for an unknown name
+    return _MIXTURE_VOCABS[name]
 
 
 def mixture_tasks(name: str) -> tuple[str, ...]:

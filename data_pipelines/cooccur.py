@@ -23,7 +23,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from data_pipelines import corpus, paths, sources, words
+from data_pipelines import cache, corpus, paths, sources, words
 
 _SALT = 0x610E
 FEATURES = ("row", "col", "log_count", "weight")
@@ -103,25 +103,35 @@ def count(
     return np.concatenate(rows), np.concatenate(cols), np.concatenate(values)
 
 
-@functools.cache
 def load_cooccurrences(options: GloveOptions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The cached (row, col, value) of the corpus under `options`, counted on first use."""
+    return _load_cooccurrences(options, paths.data_dir(), paths.cache_dir())
+
+
+@functools.cache  # per data root and cache dir, which the environment may change
+def _load_cooccurrences(options: GloveOptions, root: pathlib.Path, cache_dir: pathlib.Path):
     copts = options.corpus_options
-    key = repr((copts.key(paths.data_dir()), options.window))
+    key = repr((copts.key(root), options.window))
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-    path = paths.cache_dir() / "words" / f"cooccur-{digest}.npz"
-    if path.exists():
-        z = np.load(path)
-        return z["row"], z["col"], z["value"]
+    path = cache_dir / "words" / f"cooccur-{digest}.npz"
     wc = words.load_corpus(copts)
+    z = cache.load_arrays(path, ("row", "col", "value"), functools.partial(_layout, wc.vocab_size))
+    if z is not None:
+        return z["row"], z["col"], z["value"]
     row, col, value = count(
         wc.ids, wc.sentence, wc.vocab_size, options.window, options.chunk_tokens, options.partitions
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, row=row, col=col, value=value)
-    tmp.replace(path)
+    cache.save_arrays(path, {"row": row, "col": col, "value": value})
     return row, col, value
+
+
+def _layout(vocab_size: int, z: dict[str, np.ndarray]) -> str | None:
+    row, col, value = z["row"], z["col"], z["value"]
+    if not len(row) == len(col) == len(value):
+        return "row, col and value lengths disagree"
+    if len(row) and (max(int(row.max()), int(col.max())) >= vocab_size or value.min() <= 0):
+        return f"entries outside the {vocab_size}-word vocabulary or counts <= 0"
+    return None
 
 
 def weight(x: np.ndarray, x_max: float, alpha: float) -> np.ndarray:

@@ -11,6 +11,8 @@ import pathlib
 import re
 from collections.abc import Iterable, Iterator, Sequence
 
+from data_pipelines import datafiles
+
 DEFAULT_SOURCES = ("wikitext2", "gutenberg", "inaugural", "state_union")
 SPLITS = ("train", "validation")
 
@@ -21,8 +23,8 @@ class Document:
     sentences: list[str]
 
 
-class CorpusFormatError(ValueError):
-    """Malformed corpus input; the message names the file and line."""
+# Malformed corpus input (a DataError); the message names the file and line.
+CorpusFormatError = datafiles.FormatError
 
 
 # A sentence ends at . ! ? (optionally followed by closing quotes/brackets) when the next token
@@ -65,55 +67,69 @@ def _source_dir(root: pathlib.Path, name: str) -> pathlib.Path:
 
 def _read_wikitext(path: pathlib.Path) -> Iterator[Document]:
     title, sentences = None, []
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            line = line.rstrip("\n")
-            match = _WIKI_TITLE.match(line)
-            if match:
-                if title is not None:
-                    yield Document(f"wikitext2/{title}", sentences)
-                title, sentences = match.group(1).strip(), []
-            elif _WIKI_HEADING.match(line) or not line.strip():
-                # Section headings are not sentences and do not start a new article.
-                continue
-            elif title is None:
-                raise CorpusFormatError(
-                    f"{path}:{line_no}: text before the first ' = Title = ' line"
-                )
-            else:
-                sentences.extend(split_sentences(line))
-    if title is not None:
-        yield Document(f"wikitext2/{title}", sentences)
+    for line_no, line in datafiles.lines(path):
+        line = line.rstrip("\n")
+        match = _WIKI_TITLE.match(line)
+        if match:
+            if title is not None:
+                yield Document(f"wikitext2/{title}", sentences)
+            title, sentences = match.group(1).strip(), []
+        elif _WIKI_HEADING.match(line) or not line.strip():
+            # Section headings are not sentences and do not start a new article.
+            continue
+        elif title is None:
+            raise CorpusFormatError(f"{path}:{line_no}: text before the first ' = Title = ' line")
+        else:
+            sentences.extend(split_sentences(line))
+    if title is None:
+        raise CorpusFormatError(f"{path}: no ' = Title = ' line, so no article in the file")
+    yield Document(f"wikitext2/{title}", sentences)
 
 
-def _read_gutenberg(directory: pathlib.Path) -> Iterator[Document]:
+def _gutenberg_files(directory: pathlib.Path) -> list[pathlib.Path]:
     files = sorted(p for p in directory.glob("*.txt") if p.name != "SOURCE.txt")
     if not files:
         raise FileNotFoundError(f"corpus source 'gutenberg': no *.txt files in {directory}")
+    return files
+
+
+def _read_gutenberg(directory: pathlib.Path) -> Iterator[Document]:
+    files = _gutenberg_files(directory)
     for path in files:
-        text = path.read_text(encoding="utf-8")
+        text = datafiles.read_text(path)
         start, end = _PG_START.search(text), _PG_END.search(text)
         if start:
             text = text[start.end() :]
             end = _PG_END.search(text)
         if end:
             text = text[: end.start()]
-        yield Document(f"gutenberg/{path.stem}", _paragraphs_to_sentences(text))
+        sentences = _paragraphs_to_sentences(text)
+        if not sentences:
+            raise CorpusFormatError(f"{path}: no sentences in the book's text (only whitespace?)")
+        yield Document(f"gutenberg/{path.stem}", sentences)
 
 
 def _read_jsonl(path: pathlib.Path, name: str) -> Iterator[Document]:
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                doc_id, text = record["id"], record["text"]
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise CorpusFormatError(f"{path}:{line_no}: bad JSONL record ({e})") from e
-            if not isinstance(doc_id, str) or not isinstance(text, str):
-                raise CorpusFormatError(f"{path}:{line_no}: 'id' and 'text' must be strings")
-            yield Document(f"{name}/{doc_id}", _paragraphs_to_sentences(text))
+    records = 0
+    for line_no, line in datafiles.lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise CorpusFormatError(f"{path}:{line_no}: bad JSONL record ({e})") from None
+        if not isinstance(record, dict) or "id" not in record or "text" not in record:
+            raise CorpusFormatError(
+                f"{path}:{line_no}: bad JSONL record (expected an object with 'id' and 'text', "
+                f"got {line.strip()[:80]!r})"
+            )
+        doc_id, text = record["id"], record["text"]
+        if not isinstance(doc_id, str) or not isinstance(text, str):
+            raise CorpusFormatError(f"{path}:{line_no}: 'id' and 'text' must be strings")
+        records += 1
+        yield Document(f"{name}/{doc_id}", _paragraphs_to_sentences(text))
+    if not records:
+        raise datafiles.no_records(path, "JSONL records")
 
 
 def _read_tfds(spec: str) -> Iterator[Document]:
@@ -128,6 +144,23 @@ def _read_tfds(spec: str) -> Iterator[Document]:
         yield Document(f"{name}/{title}", _paragraphs_to_sentences(text.replace("\n", "\n\n")))
 
 
+_JSONL_SOURCES = ("inaugural", "state_union")
+
+
+def source_files(root: pathlib.Path, name: str) -> list[pathlib.Path]:
+    """The files `read_source(root, name)` reads ([] for a TFDS source)."""
+    if name.startswith("tfds:"):
+        return []
+    directory = _source_dir(root, name)
+    if name == "wikitext2":
+        return [directory / "wiki.test.raw.txt"]
+    if name == "gutenberg":
+        return _gutenberg_files(directory)
+    if name in _JSONL_SOURCES:
+        return [directory / f"{name}.jsonl"]
+    raise ValueError(f"unknown corpus source {name!r}; known: {DEFAULT_SOURCES}")
+
+
 def read_source(root: pathlib.Path, name: str) -> list[Document]:
     if name.startswith("tfds:"):
         return [d for d in _read_tfds(name) if d.sentences]
@@ -136,7 +169,7 @@ def read_source(root: pathlib.Path, name: str) -> list[Document]:
         docs = _read_wikitext(directory / "wiki.test.raw.txt")
     elif name == "gutenberg":
         docs = _read_gutenberg(directory)
-    elif name in ("inaugural", "state_union"):
+    elif name in _JSONL_SOURCES:
         docs = _read_jsonl(directory / f"{name}.jsonl", name)
     else:
         raise ValueError(f"unknown corpus source {name!r}; known: {DEFAULT_SOURCES}")

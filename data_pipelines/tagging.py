@@ -24,7 +24,6 @@ Tag names, the metrics' input, are `TaskInfo.labels[id]`.
 
 import dataclasses
 import functools
-import gzip
 import pathlib
 import zlib
 from collections.abc import Callable, Mapping, Sequence
@@ -35,8 +34,7 @@ import seqio
 import tensorflow as tf
 from seqeval import metrics as seqeval_metrics
 
-from data_pipelines import paths, sources, vocabularies
-from data_pipelines.corpus import CorpusFormatError
+from data_pipelines import datafiles, paths, sources, vocabularies
 
 CONLL2003_TAGS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC")
 WNUT17_TAGS = (
@@ -66,7 +64,7 @@ _SKIP = object()  # a line that carries no token
 
 
 class _BadLine(Exception):
-    """Raised by a line parser; `_read_sentences` turns it into CorpusFormatError(file:line)."""
+    """Raised by a line parser; `_read_sentences` turns it into a FormatError (file:line)."""
 
 
 def _read_sentences(
@@ -76,27 +74,27 @@ def _read_sentences(
     path = pathlib.Path(path)
     known = frozenset(tags)
     sentences, words, labels = [], [], []
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            line = line.rstrip("\r\n")
-            try:
-                parsed = parse(line)
-                if parsed is not _BOUNDARY and parsed is not _SKIP and parsed[1] not in known:
-                    raise _BadLine(f"unknown tag {parsed[1]!r} (known: {' '.join(tags)})")
-            except _BadLine as e:
-                raise CorpusFormatError(f"{path}:{line_no}: {e}; line is {line[:80]!r}") from None
-            if parsed is _SKIP:
-                continue
-            if parsed is _BOUNDARY:
-                if words:
-                    sentences.append(Sentence(tuple(words), tuple(labels)))
-                    words, labels = [], []
-                continue
-            words.append(parsed[0])
-            labels.append(parsed[1])
+    for line_no, line in datafiles.lines(path):
+        line = line.rstrip("\r\n")
+        try:
+            parsed = parse(line)
+            if parsed is not _BOUNDARY and parsed is not _SKIP and parsed[1] not in known:
+                raise _BadLine(f"unknown tag {parsed[1]!r} (known: {' '.join(tags)})")
+        except _BadLine as e:
+            raise datafiles.bad(path, line_no, f"{e}; line is {line[:80]!r}") from None
+        if parsed is _SKIP:
+            continue
+        if parsed is _BOUNDARY:
+            if words:
+                sentences.append(Sentence(tuple(words), tuple(labels)))
+                words, labels = [], []
+            continue
+        words.append(parsed[0])
+        labels.append(parsed[1])
     if words:
         sentences.append(Sentence(tuple(words), tuple(labels)))
+    if not sentences:
+        raise datafiles.no_records(path, "tagged sentences")
     return sentences
 
 

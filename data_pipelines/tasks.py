@@ -16,6 +16,7 @@ are exactly the unsharded data.
 import dataclasses
 import functools
 import hashlib
+import pathlib
 
 import numpy as np
 import seqio
@@ -26,6 +27,8 @@ from data_pipelines import (  # noqa: F401
     causal_lm,
     classification,
     cooccur,
+    corpus,
+    paths,
     skipgram,
     sources,
     tagging,
@@ -287,6 +290,51 @@ def word_corpus(task_name: str):
         return None
     opts = _PRETRAIN[base](**(options or {}))
     return words.load_corpus(opts.corpus_options)
+
+
+def split_files(task_name: str, split: str, data_dir=None) -> list[pathlib.Path]:
+    """The data files reading `split` of a registered task or mixture opens, in a fixed order.
+
+    They include the vocabulary's file (vocabularies.vocab_files) and the files a derived cache
+    is built from when it is missing: the corpus behind an sp<N> or words:corpus vocabulary,
+    the token cache and the word corpus; train.de.gz behind the Multi30k target words. The
+    `*_tfds` tasks and `tfds:` corpus sources read no local files.
+    """
+    task = seqio.get_mixture_or_task(task_name)
+    if split not in task.splits:
+        raise ValueError(f"task {task_name!r} has splits {tuple(task.splits)}, not {split!r}")
+    root = paths.data_dir(data_dir)
+    members = mixture_members(task_name)
+    if members is not None:  # seqio skips the members that lack the split
+        files = [
+            f
+            for member, _ in members
+            if split in seqio.get_mixture_or_task(member).splits
+            for f in split_files(member, split, root)
+        ]
+        return list(dict.fromkeys(files))
+    base, vocab, options = _VARIANTS.get(task_name, (task_name, vocabularies.DEFAULT_VOCAB, {}))
+    if base not in base_tasks() and "." in base:  # a mixture member, MIXTURE.TASK
+        mixture, base = base.rsplit(".", 1)
+        vocab = classification.mixture_vocab(mixture)
+    if base in _WORD_TASKS:  # their vocabulary is the corpus' own words
+        sources_ = _PRETRAIN[base](**options).sources
+        files = [f for s in sources_ for f in corpus.source_files(root, s)]
+    else:
+        files = vocabularies.vocab_files(vocab, root)
+    if base in ("bert_pretrain", "causal_lm"):
+        files += [
+            f for s in _PRETRAIN[base](**options).sources for f in corpus.source_files(root, s)
+        ]
+    elif base in _SEQ2SEQ:
+        files += translation.split_files(split, root)
+    elif base in classification.DATASETS:
+        files += classification.split_files(base, split, root)
+    elif base in tagging.CORPORA:
+        files.append(tagging.split_file(base, split, root))
+    elif base not in _WORD_TASKS and not base.endswith("_tfds"):
+        raise ValueError(f"split_files does not know the files of task {task_name!r}")
+    return list(dict.fromkeys(files))
 
 
 def target_vocab_size(task_name: str) -> int:

