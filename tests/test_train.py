@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -82,15 +83,22 @@ def test_finetune_size_mismatch_names_the_parameter(pretrained, tmp_path):
         train.train_and_evaluate(cfg, str(tmp_path))
 
 
-def test_nan_loss_stops_and_keeps_the_last_checkpoint(tmp_path):
-    cfg = _cfg(pretrain, "size=tiny,runlocal", **{"train.steps": 2})
-    train.train_and_evaluate(cfg, str(tmp_path))
-    cfg = _cfg(pretrain, "size=tiny,runlocal", **{"optim.lr": float("nan")})
-    with pytest.raises(FloatingPointError, match="Last good checkpoint: step 2"):
+def test_nan_loss_stops_and_keeps_the_last_checkpoint(pretrained, tmp_path):
+    shutil.copytree(pretrained[0], tmp_path, dirs_exist_ok=True)  # checkpoints at 2 and 4
+    cfg = _cfg(
+        pretrain,
+        "size=tiny,runlocal",
+        **{
+            "train.steps": 6,
+            "optim.lr": float("nan"),
+            "checkpoint.allow_changes": ["optim.lr"],
+        },
+    )
+    with pytest.raises(FloatingPointError, match="Last good checkpoint: step 4"):
         train.train_and_evaluate(cfg, str(tmp_path))
     steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
-    assert steps == [2]
-    params = _params_at(tmp_path, 2)
+    assert steps == [2, 4]
+    params = _params_at(tmp_path, 4)
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
 
 
@@ -112,19 +120,17 @@ def _cli(workdir, *flags, env=None, check=True):
 
 def test_resume_after_kill_matches_uninterrupted(tmp_path):
     flags = [
-        "--config.train.steps=20",
-        "--config.checkpoint.every=10",
-        "--config.train.log_every=5",
+        "--config.train.steps=8",
+        "--config.checkpoint.every=4",
+        "--config.train.log_every=2",
     ]
     _cli(tmp_path / "straight", *flags)
-    killed = _cli(
-        tmp_path / "resumed", *flags, env={"TLX_FAULT_KILL_AFTER_STEP": "10"}, check=False
-    )
+    killed = _cli(tmp_path / "resumed", *flags, env={"TLX_FAULT_KILL_AFTER_STEP": "4"}, check=False)
     assert killed.returncode == -9, killed.stderr[-2000:]
-    assert not (tmp_path / "resumed" / "checkpoints" / "20").exists()
+    assert not (tmp_path / "resumed" / "checkpoints" / "8").exists()
     resumed = _cli(tmp_path / "resumed", *flags)
     assert "resumed from" in resumed.stdout
-    a, b = _params_at(tmp_path / "straight", 20), _params_at(tmp_path / "resumed", 20)
+    a, b = _params_at(tmp_path / "straight", 8), _params_at(tmp_path / "resumed", 8)
     jax.tree.map(np.testing.assert_array_equal, a, b)
 
 
