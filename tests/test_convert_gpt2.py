@@ -1,8 +1,11 @@
 """HF <-> tlx GPT-2 conversion: parity with `transformers` both ways on the same weights, exact
 round trips, the converted dir as `init_from`, and loud, leave-nothing-behind failures."""
 
+import importlib.util
 import json
 import os
+import pathlib
+import sys
 
 os.environ.setdefault("USE_TF", "0")  # transformers would otherwise import TensorFlow (slow)
 
@@ -19,7 +22,6 @@ from jax.sharding import NamedSharding, PartitionSpec  # noqa: E402
 
 from tlx import checkpoint, convert, models  # noqa: E402
 
-ATOL = 1e-5
 HF_SMALL = dict(n_layer=2, n_embd=64, n_head=4, vocab_size=300, n_positions=64)
 TLX_SMALL = {
     "name": "gpt_lm",
@@ -54,6 +56,20 @@ HF_CONFIG_FIELDS = (
 
 
 # --- helpers ------------------------------------------------------------------------------------
+
+
+def _load_parity():
+    """tests/parity.py, one module for every test file (--import-mode=importlib: tests/ is not
+    on sys.path)."""
+    if "tlx_tests_parity" not in sys.modules:
+        path = pathlib.Path(__file__).resolve().parent / "parity.py"
+        spec = importlib.util.spec_from_file_location("tlx_tests_parity", path)
+        sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[spec.name])
+    return sys.modules["tlx_tests_parity"]
+
+
+parity = _load_parity()
 
 
 def _batch(b=3, length=12, seed=0):
@@ -105,28 +121,24 @@ def _tlx_logits(params, model_config, batch):
     return np.asarray(fn(params, batch["input_ids"], batch["input_mask"]))
 
 
-def _parity_diffs(hf_states, hf_logits, out, inter, mask) -> dict[str, float]:
-    """Max abs differences at the real tokens (padding positions differ by design: tlx lets a
-    padding query see only padding keys)."""
+def _hf_ref(model, batch):
+    """HF's (states, logits) in float32, then in float64 (the ground truth); leaves it float64."""
+    return _hf_outputs(model.float(), batch), _hf_outputs(model.double(), batch)
+
+
+def _check_parity(check, hf32, hf64, out, inter, mask):
+    """Every hidden state and the logits, at the real tokens (padding positions differ by design:
+    tlx lets a padding query see only padding keys)."""
+    (states32, logits32), (states64, logits64) = hf32, hf64
     real = mask.astype(bool)
-    assert len(hf_states) == len(inter["hidden_states"])
-    diffs = {
-        f"hidden_{i}": float(np.abs(h[real] - np.asarray(t)[real]).max())
-        for i, (h, t) in enumerate(zip(hf_states, inter["hidden_states"], strict=True))
-    }
+    assert len(states64) == len(inter["hidden_states"])
+    for i, t in enumerate(inter["hidden_states"]):
+        check(f"hidden_{i}", t, states64[i], states32[i], where=real)
     if "lm_hidden" in out:
         logits = np.asarray(out["lm_hidden"] @ out["lm_embedding"].T)  # [B, L, V]
-        last = mask.sum(-1) - 1
-        rows = np.arange(len(last))
-        diffs["logits"] = float(np.abs(hf_logits[real] - logits[real]).max())
-        diffs["last_logits"] = float(np.abs(hf_logits[rows, last] - logits[rows, last]).max())
-    return diffs
-
-
-def _assert_close(diffs: dict[str, float], atol=ATOL):
-    print({k: f"{v:.2e}" for k, v in diffs.items()})  # shown with pytest -s
-    bad = {k: v for k, v in diffs.items() if not v <= atol}
-    assert not bad, f"max abs differences above {atol}: {bad}"
+        rows, last = np.arange(len(mask)), mask.sum(-1) - 1  # each row's last real token
+        check("logits", logits, logits64, logits32, where=real)
+        check("last_logits", logits[rows, last], logits64[rows, last], logits32[rows, last])
 
 
 def _random_tlx_params(model_config, seed=0):
@@ -195,13 +207,14 @@ def test_hf_to_tlx_parity(tmp_path, cls, activation, gelu):
     assert step == 0 and stored == model_config and sorted(params) == ["decoder"]
 
     batch = _batch()
-    hf_states, hf_logits = _hf_outputs(hf, batch)
+    hf32, hf64 = _hf_ref(hf, batch)
     out, inter = _tlx_apply(params, model_config, batch)
-    diffs = _parity_diffs(hf_states, hf_logits, out, inter, batch["input_mask"])
+    check = parity.Checker()
+    _check_parity(check, hf32, hf64, out, inter, batch["input_mask"])
     real = batch["input_mask"].astype(bool)
     logits = _tlx_logits(params, model_config, batch)
-    diffs["logits_method"] = float(np.abs(hf_logits[real] - logits[real]).max())
-    _assert_close(diffs)
+    check("logits_method", logits, hf64[1], hf32[1], where=real)
+    check.assert_ok()
 
 
 def test_packed_row_matches_hf_per_document(tmp_path):
@@ -223,12 +236,11 @@ def test_packed_row_matches_hf_per_document(tmp_path):
     rows[0, :5], rows[1] = ids[0, :5], ids[0, 5:]
     mask = np.ones_like(rows)
     mask[0, 5:] = 0
-    _, hf_logits = _hf_outputs(hf, {"input_ids": rows, "input_mask": mask})
-    diffs = {
-        "doc_0": float(np.abs(hf_logits[0, :5] - logits[:5]).max()),
-        "doc_1": float(np.abs(hf_logits[1] - logits[5:]).max()),
-    }
-    _assert_close(diffs)
+    (_, logits32), (_, logits64) = _hf_ref(hf, {"input_ids": rows, "input_mask": mask})
+    check = parity.Checker()
+    check("doc_0", logits[:5], logits64[0, :5], logits32[0, :5])
+    check("doc_1", logits[5:], logits64[1], logits32[1])
+    check.assert_ok()
 
 
 # --- 2. parity, tlx -> HF -----------------------------------------------------------------------
@@ -250,9 +262,11 @@ def test_tlx_to_hf_parity_lm(tmp_path, gelu, activation):
     assert hf.lm_head.weight.data_ptr() == hf.transformer.wte.weight.data_ptr()  # tied
     assert hf.config.layer_norm_epsilon == 1e-6
     batch = _batch()
-    hf_states, hf_logits = _hf_outputs(hf, batch)
+    hf32, hf64 = _hf_ref(hf, batch)
     out, inter = _tlx_apply(params, model_config, batch)
-    _assert_close(_parity_diffs(hf_states, hf_logits, out, inter, batch["input_mask"]))
+    check = parity.Checker()
+    _check_parity(check, hf32, hf64, out, inter, batch["input_mask"])
+    check.assert_ok()
 
 
 def test_tlx_to_hf_classifier_exports_the_decoder(tmp_path):
@@ -268,9 +282,11 @@ def test_tlx_to_hf_classifier_exports_the_decoder(tmp_path):
 
     hf = _load_hf(transformers.GPT2Model, tmp_path / "hf")
     batch = _batch()
-    hf_states, _ = _hf_outputs(hf, batch)
+    hf32, hf64 = _hf_ref(hf, batch)
     out, inter = _tlx_apply(params, model_config, batch)
-    _assert_close(_parity_diffs(hf_states, None, {}, inter, batch["input_mask"]))
+    check = parity.Checker()
+    _check_parity(check, hf32, hf64, {}, inter, batch["input_mask"])
+    check.assert_ok()
 
     back = convert.import_hf("gpt2", str(tmp_path / "hf"), str(tmp_path / "back"))
     assert back == {**TLX_SMALL, "gelu": "erf"}
@@ -455,5 +471,7 @@ def test_cli(tmp_path, capsys):
     assert json.loads((tmp_path / "out" / "config.json").read_text())["architectures"] == [
         "GPT2LMHeadModel"
     ]
-    with pytest.raises(SystemExit, match="model_type='gpt2', expected 'bert'"):
+    with pytest.raises(SystemExit) as exit_info:
         convert.main(["import-hf", "--model=bert", f"--src={src}", f"--dst={tmp_path / 'x'}"])
+    assert exit_info.value.code == 2
+    assert "model_type='gpt2', expected 'bert'" in capsys.readouterr().err
