@@ -78,6 +78,10 @@ def _fails(capsys, fn, *args, culprit, roots=(), **kwargs) -> str:
     for part in (culprit,) if isinstance(culprit, str) else culprit:
         assert part in message, f"{part!r} not in {message!r}"
     assert _snapshot(*roots) == before, "a failing command changed files on disk"
+    if os.environ.get("TLX_CATALOGUE_LOG"):  # the list of messages for a report
+        with open(os.environ["TLX_CATALOGUE_LOG"], "a") as f:
+            test = os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0]
+            f.write(json.dumps({"test": test, "message": message}) + "\n")
     return message
 
 
