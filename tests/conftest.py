@@ -21,7 +21,26 @@ if "TLX_DATA_DIR" not in os.environ:
         _shared = _fetch.default_root()
     os.environ["TLX_DATA_DIR"] = str(_shared)
 
+import importlib.util  # noqa: E402
+import sys  # noqa: E402
+
 import pytest  # noqa: E402
+
+
+def _load_module(name: str, filename: str):
+    """A helper module beside this file, by path (--import-mode=importlib: tests/ is not on
+    sys.path), registered once in sys.modules under `name`."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            name, pathlib.Path(__file__).with_name(filename)
+        )
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    return sys.modules[name]
+
+
+# tests/parity.py (float64-referenced parity bounds): `sys.modules["tlx_tests_parity"]`.
+_load_module("tlx_tests_parity", "parity.py")
 
 
 @pytest.fixture(scope="session")
@@ -35,13 +54,7 @@ def data_dir() -> pathlib.Path:
 @pytest.fixture(scope="session")
 def loopback():
     """tests/loopback_upstream.py: a local HTTP server standing in for the datasets' hosts."""
-    import importlib.util
-
-    path = pathlib.Path(__file__).with_name("loopback_upstream.py")
-    spec = importlib.util.spec_from_file_location("loopback_upstream", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _load_module("loopback_upstream", "loopback_upstream.py")
 
 
 @pytest.fixture(autouse=True)

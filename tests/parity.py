@@ -45,8 +45,8 @@ is printed (shown with `pytest -s`). launch/isa_sweep.py tabulates these files.
 
 TLX_TEST_TORCH_MKLDNN=0 (or 1), read when this module is imported, sets
 `torch.backends.mkldnn.enabled` for the process, so the sweep can run torch without oneDNN.
-Test files load this module with their `_load_parity()` (pytest runs with
---import-mode=importlib, so tests/ is not on sys.path).
+tests/conftest.py loads this module once as `tlx_tests_parity` (pytest runs with
+--import-mode=importlib, so tests/ is not on sys.path); test files take it from sys.modules.
 """
 
 import json

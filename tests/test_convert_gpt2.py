@@ -1,10 +1,8 @@
 """HF <-> tlx GPT-2 conversion: parity with `transformers` both ways on the same weights, exact
 round trips, the converted dir as `init_from`, and loud, leave-nothing-behind failures."""
 
-import importlib.util
 import json
 import os
-import pathlib
 import sys
 
 os.environ.setdefault("USE_TF", "0")  # transformers would otherwise import TensorFlow (slow)
@@ -58,18 +56,7 @@ HF_CONFIG_FIELDS = (
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def _load_parity():
-    """tests/parity.py, one module for every test file (--import-mode=importlib: tests/ is not
-    on sys.path)."""
-    if "tlx_tests_parity" not in sys.modules:
-        path = pathlib.Path(__file__).resolve().parent / "parity.py"
-        spec = importlib.util.spec_from_file_location("tlx_tests_parity", path)
-        sys.modules[spec.name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[spec.name])
-    return sys.modules["tlx_tests_parity"]
-
-
-parity = _load_parity()
+parity = sys.modules["tlx_tests_parity"]  # tests/parity.py, loaded by conftest.py
 
 
 def _batch(b=3, length=12, seed=0):

@@ -1,8 +1,6 @@
 """tlx.layers.recurrent: parity with torch.nn.LSTM (projection, reverse, padding), stacking."""
 
 import copy
-import importlib.util
-import pathlib
 import sys
 
 import flax.linen as nn
@@ -18,18 +16,7 @@ B, L, D, H, P = 3, 7, 5, 6, 4
 LENGTHS = np.array([7, 4, 1])
 
 
-def _load_parity():
-    """tests/parity.py, one module for every test file (--import-mode=importlib: tests/ is not
-    on sys.path)."""
-    if "tlx_tests_parity" not in sys.modules:
-        path = pathlib.Path(__file__).resolve().parents[1] / "parity.py"
-        spec = importlib.util.spec_from_file_location("tlx_tests_parity", path)
-        sys.modules[spec.name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[spec.name])
-    return sys.modules["tlx_tests_parity"]
-
-
-parity = _load_parity()
+parity = sys.modules["tlx_tests_parity"]  # tests/parity.py, loaded by conftest.py
 
 
 @pytest.fixture(scope="module")
