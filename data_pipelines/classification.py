@@ -19,7 +19,6 @@ import csv
 import dataclasses
 import functools
 import hashlib
-import json
 import pathlib
 import zlib
 from collections.abc import Callable, Mapping, Sequence
@@ -102,15 +101,7 @@ def read_mrpc(path: str | pathlib.Path) -> list[Row]:
 def read_rte(path: str | pathlib.Path) -> list[Row]:
     rows = []
     expected = "a JSON object with sentence1, sentence2, label"
-    for line_no, line in datafiles.lines(path):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise datafiles.bad(
-                path, line_no, f"bad JSON ({e}): expected {expected}, got {line.strip()[:80]!r}"
-            ) from None
+    for line_no, record, line in datafiles.json_records(path, expected):
         if not isinstance(record, dict) or not {"sentence1", "sentence2", "label"} <= set(record):
             raise _bad(path, line_no, expected, line)
         a, b, label = record["sentence1"], record["sentence2"], record["label"]

@@ -6,7 +6,6 @@ document, paragraphs separated by blank lines), `inaugural` and `state_union` (J
 
 import dataclasses
 import hashlib
-import json
 import pathlib
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -111,13 +110,7 @@ def _read_gutenberg(directory: pathlib.Path) -> Iterator[Document]:
 
 def _read_jsonl(path: pathlib.Path, name: str) -> Iterator[Document]:
     records = 0
-    for line_no, line in datafiles.lines(path):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise CorpusFormatError(f"{path}:{line_no}: bad JSONL record ({e})") from None
+    for line_no, record, line in datafiles.json_records(path, "an object with 'id' and 'text'"):
         if not isinstance(record, dict) or "id" not in record or "text" not in record:
             raise CorpusFormatError(
                 f"{path}:{line_no}: bad JSONL record (expected an object with 'id' and 'text', "

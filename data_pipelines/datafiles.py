@@ -16,6 +16,7 @@ find the byte it failed on.
 
 import errno
 import gzip
+import json
 import os
 import pathlib
 import zlib
@@ -97,6 +98,21 @@ def lines(
         raise DataError(f"{path}: not a readable gzip file ({type(e).__name__}: {e})") from None
     if line_no == 0:  # a gzip stream of nothing
         raise DataError(f"{path}: file is empty")
+
+
+def json_records(path: str | os.PathLike, expected: str) -> Iterator[tuple[int, object, str]]:
+    """(line number, parsed record, line) of each non-blank line of a JSONL file; a line that
+    is not JSON is a FormatError naming the file, the line and what was `expected`."""
+    for line_no, line in lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise bad(
+                path, line_no, f"bad JSON ({e}): expected {expected}, got {line.strip()[:80]!r}"
+            ) from None
+        yield line_no, record, line
 
 
 def read_text(path: str | os.PathLike, *, encoding: str = "utf-8") -> str:
