@@ -23,7 +23,7 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 demo: $(BIN)/.installed
-	$(BIN)/python -m tlx.demo --workdir=runs/demo
+	$(BIN)/python launch/demo.py --workdir=runs/demo
 
 # Every dataset of tlx/data/manifest.json, downloaded and verified (into TLX_DATA_DIR or the cache).
 data: $(BIN)/.installed

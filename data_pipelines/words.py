@@ -25,7 +25,7 @@ import seqio
 import tensorflow as tf
 import tensorflow_text as tf_text
 
-from data_pipelines import cache, corpus, datafiles, paths
+from data_pipelines import cache, corpus, datafiles, paths, vector_files
 
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 NUM_SPECIALS = len(SPECIALS)
@@ -145,9 +145,7 @@ def vocabulary(spec: str) -> WordVocabulary:
     """`words:PATH`, `words:glove6b` or `words:corpus` -> WordVocabulary (read on first use)."""
     source = spec.removeprefix("words:")
     if source == "glove6b":
-        from tlx import wordvec
-
-        return WordVocabulary(lambda: wordvec.glove6b_words(), "glove6b")
+        return WordVocabulary(vector_files.glove6b_words, "glove6b")
     if source == "corpus":  # the pretraining corpus' min-count words (ELMo's softmax)
         return WordVocabulary(lambda: load_corpus().words, "corpus")
     return WordVocabulary(functools.partial(read_word_list, source), source)

@@ -1,4 +1,5 @@
-"""Test setup: 8 host CPU devices for mesh tests, and the shared data directory.
+"""Test setup: 8 host CPU devices for mesh tests, the shared data directory, and shared helpers
+(config overrides, a fake training run for the converter tests).
 
 XLA_FLAGS must be set before jax initialises its backend, hence at import time here.
 """
@@ -41,6 +42,51 @@ def _load_module(name: str, filename: str):
 
 # tests/parity.py (float64-referenced parity bounds): `sys.modules["tlx_tests_parity"]`.
 _load_module("tlx_tests_parity", "parity.py")
+# The plain helpers below, for test modules (which cannot import conftest by name):
+# `sys.modules["tlx_tests_conftest"].config_with(...)`.
+sys.modules["tlx_tests_conftest"] = sys.modules[__name__]
+
+
+def config_with(module, arg: str, **overrides):
+    """`module.get_config(arg)`, unlocked, with dotted overrides: `**{"train.steps": 3}`."""
+    cfg = module.get_config(arg)
+    cfg.unlock()
+    for key, value in overrides.items():
+        node = cfg
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return cfg
+
+
+class FakeTrainState:
+    """What tlx.checkpoint.save reads of a TrainState: params and an optimizer state."""
+
+    def __init__(self, params):
+        import jax.numpy as jnp
+
+        self.params, self.opt_state = params, {"count": jnp.zeros((), jnp.int32)}
+
+
+def fake_run(workdir, params, model_config):
+    """A training run's layout: config.json with a "model" section, checkpoints at steps 2 and 5
+    (step 2 holds zeros, so exporting anything but the latest step fails the parity checks)."""
+    import json
+
+    import jax
+    import numpy as np
+
+    from tlx import checkpoint
+
+    workdir.mkdir()
+    (workdir / "config.json").write_text(json.dumps({"seed": 0, "model": model_config}))
+    mngr = checkpoint.manager(str(workdir / "checkpoints"), every=1, async_save=False)
+    for step, p in ((2, jax.tree.map(np.zeros_like, params)), (5, params)):
+        checkpoint.save(mngr, step, FakeTrainState(p), {"step": step}, force=True)
+    mngr.wait_until_finished()
+    mngr.close()
+    return workdir
 
 
 @pytest.fixture(scope="session")

@@ -34,7 +34,7 @@ from data_pipelines import (
     words,
 )
 from data_pipelines.errors import DataError
-from tlx import errors, word_eval, wordvec
+from tlx import errors, word_benchmarks, wordvec
 from tlx.data import fetch, verify
 
 SOURCE = pathlib.Path(os.environ["TLX_DATA_DIR"])
@@ -119,6 +119,14 @@ READERS = {
         b"XYZ:abc What is this ?\n",
         lambda p, root: classification.split_rows("trec", "test", root),
         "XYZ:abc",
+    ),
+    "ag_news": Reader(
+        head("classification/ag_news/test.csv", 5),
+        "classification/ag_news/test.csv",
+        3,
+        b'"5","a class","that is not 1..4"\n',
+        lambda p, root: classification.DATASETS["ag_news"].read(p),
+        'expected \'"<1|2|3|4>","<title>","<text>"\', got \'5,a class',
     ),
     "mrpc": Reader(
         head("pair_classification/mrpc/msr_paraphrase_test.txt", 5),
@@ -237,7 +245,7 @@ READERS = {
         "word_eval/wordsim353.tsv",
         4,
         b"cat\tdog\n",
-        lambda p, root: word_eval.read_pairs(p),
+        lambda p, root: word_benchmarks.read_pairs(p),
         "expected 'w1<TAB>w2<TAB>score'",
     ),
     "analogies": Reader(
@@ -245,7 +253,7 @@ READERS = {
         "word_eval/questions-words.txt",
         3,
         b"Athens Greece Baghdad\n",
-        lambda p, root: word_eval.read_analogies(p),
+        lambda p, root: word_benchmarks.read_analogies(p),
         "expected 4 words 'a b c d'",
     ),
 }

@@ -24,7 +24,7 @@ def test_demo_fetches_its_data_then_runs_and_prints_the_table(tmp_path, data_dir
     env.update(JAX_PLATFORMS="cpu", XLA_FLAGS="", TLX_CACHE_DIR=str(tmp_path / "cache"),
                TLX_DATA_MANIFEST=str(synthetic))  # fmt: skip
     workdir = tmp_path / "runs"
-    cmd = [sys.executable, "-m", "tlx.demo", f"--workdir={workdir}", "--size=tiny",
+    cmd = [sys.executable, "launch/demo.py", f"--workdir={workdir}", "--size=tiny",
            "--vocab=bert_uncased", "--pretrain_steps=2", "--finetune_steps=2"]  # fmt: skip
     with loopback.Server(served) as srv:
         env["TLX_DATA_BASE_URL"] = srv.url
@@ -47,5 +47,10 @@ def test_demo_fetches_its_data_then_runs_and_prints_the_table(tmp_path, data_dir
     summary = json.loads((workdir / "summary.json").read_text())
     assert 0.0 <= float(summary["pretraining eval MLM accuracy"]) <= 1.0
     assert 0.0 <= float(summary["SST-2 dev accuracy %, from scratch"]) <= 100.0
+    # The runs record accuracy as a fraction; the table shows it x 100, in percent.
+    for run, row in (("sst2_pretrained", "pretrained"), ("sst2_scratch", "from scratch")):
+        final = json.loads((workdir / run / "final_metrics.json").read_text())
+        assert 0.0 <= final["eval/accuracy"] <= 1.0, final
+        assert summary[f"SST-2 dev accuracy %, {row}"] == f"{100 * final['eval/accuracy']:.1f}"
     for run in ("pretrain", "sst2_pretrained", "sst2_scratch"):
         assert (workdir / run / "metrics.jsonl").exists(), run

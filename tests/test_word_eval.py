@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from tlx import word_eval, wordvec
+from tlx import word_benchmarks, wordvec
 from tlx.wordvec import WordVectors
 
 E = np.eye(5, dtype=np.float32)
@@ -54,7 +54,7 @@ def questions(tmp_path):
 
 def test_analogy_known_answers(questions):
     wv = vectors()
-    r = word_eval.analogy(wv, questions, restrict=len(wv) - 1)
+    r = word_benchmarks.analogy(wv, questions, restrict=len(wv) - 1)
     # Covered: 2 of 3 family questions (prince is OOV), 2 of 3 gram ones (apple is beyond
     # restrict); all four covered ones are right, the upper-case one matching lower-case words.
     assert (r["semantic_correct"], r["semantic_covered"]) == (2, 2)
@@ -65,13 +65,13 @@ def test_analogy_known_answers(questions):
     assert r["sections"]["family"] == {"accuracy": 1.0, "correct": 2, "covered": 2, "questions": 3}
     # With apple among the candidates the last question is covered, and right: the target
     # (0.71, 1, 0.71, 0, -1) has cosine 0.70 with queen, 0.41 at most with the other candidates.
-    r = word_eval.analogy(wv, questions, restrict=len(wv))
+    r = word_benchmarks.analogy(wv, questions, restrict=len(wv))
     assert (r["syntactic_correct"], r["syntactic_covered"], r["coverage"]) == (3, 3, 5 / 6)
 
 
 def test_analogy_distractor_wins(questions):
     wv = vectors(lady=LADY)
-    r = word_eval.analogy(wv, questions, restrict=len(wv) - 1)
+    r = word_benchmarks.analogy(wv, questions, restrict=len(wv) - 1)
     assert (r["semantic_correct"], r["semantic_covered"]) == (1, 2)  # lady beats girl
     assert r["semantic_accuracy"] == 0.5 and r["total_accuracy"] == 0.75
     assert r["syntactic_accuracy"] == 1.0  # lady (0.91) stays below woman (0.92) there
@@ -82,7 +82,7 @@ def test_analogy_case_variants_count_as_one_word(questions):
     # it is excluded like woman; for "king queen man ?" it is the best candidate and counts as
     # the right answer woman. gensim treats case variants the same way.
     wv = vectors(Woman=E[1] + 0.01 * E[0])
-    r = word_eval.analogy(wv, questions, restrict=len(wv) - 1)
+    r = word_benchmarks.analogy(wv, questions, restrict=len(wv) - 1)
     assert (r["correct"], r["covered"]) == (4, 4)
 
 
@@ -94,7 +94,7 @@ def test_analogy_toy_matches_gensim(questions, extra):
     kv = KeyedVectors(wv.dim)
     kv.add_vectors(wv.words, wv.vectors)
     _, sections = kv.evaluate_word_analogies(questions, restrict_vocab=len(wv) - 1)
-    ours = word_eval.analogy(wv, questions, restrict=len(wv) - 1)
+    ours = word_benchmarks.analogy(wv, questions, restrict=len(wv) - 1)
     for s in sections[:-1]:
         mine = ours["sections"][s["section"]]
         assert (mine["correct"], mine["covered"]) == (
@@ -107,7 +107,7 @@ def test_analogy_no_candidate_left(tmp_path):
     # Three words, all inputs: nothing to answer with, so even "a b c a" is wrong.
     (tmp_path / "q.txt").write_text(": s\na b c a\n")
     wv = WordVectors(["a", "b", "c"], np.eye(3))
-    r = word_eval.analogy(wv, tmp_path / "q.txt")
+    r = word_benchmarks.analogy(wv, tmp_path / "q.txt")
     assert (r["correct"], r["covered"]) == (0, 1)
     assert math.isnan(r["syntactic_accuracy"]) and r["semantic_accuracy"] == 0.0
 
@@ -122,13 +122,13 @@ def test_similarity_spearman(tmp_path):
         "# a comment\n# w1\tw2\tscore\nCAT\tDog\t9\ncat\tfox\t7\ncat\tcar\t8\n"
         "cat\tsky\t1\ncat\tunicorn\t5\n"
     )
-    r = word_eval.similarity(wv, path)
+    r = word_benchmarks.similarity(wv, path)
     # Human ranks dog car fox sky vs cosine ranks dog fox car sky: d^2 sums to 2, so
     # rho = 1 - 6 * 2 / (4 * 15) = 0.8.
     assert r["spearman"] == pytest.approx(0.8)
     assert (r["pairs"], r["oov_pairs"]) == (4, 1)
     # Restricted to the first 4 words, sky is out of vocabulary too: ranks 1 3 2 -> rho 0.5.
-    r = word_eval.similarity(wv, path, restrict=4)
+    r = word_benchmarks.similarity(wv, path, restrict=4)
     assert (r["spearman"], r["pairs"], r["oov_pairs"]) == (pytest.approx(0.5), 3, 2)
 
 
@@ -147,7 +147,7 @@ def test_similarity_file_errors(tmp_path, content, message):
     (tmp_path / "pairs.txt").write_text(content)
     wv = WordVectors(["a", "b", "c"], np.eye(3))
     with pytest.raises(ValueError, match=message):
-        word_eval.similarity(wv, tmp_path / "pairs.txt")
+        word_benchmarks.similarity(wv, tmp_path / "pairs.txt")
 
 
 @pytest.mark.parametrize(
@@ -163,21 +163,21 @@ def test_analogy_file_errors(tmp_path, content, message):
     (tmp_path / "q.txt").write_text(content)
     wv = WordVectors(["a", "b", "c", "d"], np.eye(4))
     with pytest.raises(ValueError, match=message):
-        word_eval.analogy(wv, tmp_path / "q.txt")
+        word_benchmarks.analogy(wv, tmp_path / "q.txt")
 
 
 def toy_data_root(tmp_path, pairs="man\twoman\t5\nking\tqueen\t6\nman\tboy\t7\n"):
     root = tmp_path / "data"
     (root / "word_eval").mkdir(parents=True)
     (root / "word_eval" / "questions-words.txt").write_text(QUESTIONS)
-    for file in word_eval.SIMILARITY_SETS.values():
+    for file in word_benchmarks.SIMILARITY_SETS.values():
         (root / "word_eval" / file).write_text(pairs)
     return root
 
 
 def test_evaluate_flat_metrics_and_missing_files(tmp_path):
     root = toy_data_root(tmp_path)
-    metrics = word_eval.evaluate(vectors(), root, restrict=6)
+    metrics = word_benchmarks.evaluate(vectors(), root, restrict=6)
     assert metrics["analogy/total_accuracy"] == 1.0
     assert metrics["analogy/coverage"] == pytest.approx(4 / 6)
     assert (metrics["wordsim353/pairs"], metrics["simlex999/oov_pairs"]) == (3, 0)
@@ -190,7 +190,7 @@ def test_evaluate_flat_metrics_and_missing_files(tmp_path):
     assert all(isinstance(v, int | float) for v in metrics.values())
     (root / "word_eval" / "simlex999.txt").unlink()
     with pytest.raises(FileNotFoundError, match="word_eval/simlex999.txt does not exist"):
-        word_eval.evaluate(vectors(), root)
+        word_benchmarks.evaluate(vectors(), root)
 
 
 def test_cli_writes_json(tmp_path):
@@ -210,7 +210,7 @@ def test_cli_writes_json(tmp_path):
     result = json.loads(out.read_text())
     assert result["metrics"]["analogy/covered"] == 4
     assert result["metrics"]["wordsim353/spearman"] == pytest.approx(
-        word_eval.evaluate(vectors(), root, restrict=6)["wordsim353/spearman"]
+        word_benchmarks.evaluate(vectors(), root, restrict=6)["wordsim353/spearman"]
     )
 
 
@@ -227,10 +227,10 @@ def glove_kv():
     return kv
 
 
-@pytest.mark.parametrize("name", word_eval.SIMILARITY_SETS)
+@pytest.mark.parametrize("name", word_benchmarks.SIMILARITY_SETS)
 def test_glove6b_similarity_matches_gensim(data_dir, glove_kv, name):
-    path = data_dir / "word_eval" / word_eval.SIMILARITY_SETS[name]
-    ours = word_eval.similarity(wordvec.glove6b(), path)
+    path = data_dir / "word_eval" / word_benchmarks.SIMILARITY_SETS[name]
+    ours = word_benchmarks.similarity(wordvec.glove6b(), path)
     # gensim's default restrict_vocab is 300,000; ours is the whole vocabulary.
     pearson, spearman, oov_percent = glove_kv.evaluate_word_pairs(path, restrict_vocab=400_000)
     assert ours["spearman"] == pytest.approx(spearman.statistic, abs=1e-9)
@@ -254,14 +254,14 @@ def test_glove6b_analogy_matches_gensim(data_dir, glove_kv, tmp_path):
                 lines.append(line)
     subset.write_text("\n".join(lines) + "\n")
     _, sections = glove_kv.evaluate_word_analogies(subset, restrict_vocab=30_000)
-    ours = word_eval.analogy(wordvec.glove6b(), subset, restrict=30_000)
+    ours = word_benchmarks.analogy(wordvec.glove6b(), subset, restrict=30_000)
     assert len(sections) == 15  # 14 sections + gensim's total
     for s in sections[:-1]:
         mine = ours["sections"][s["section"]]
         theirs = (len(s["correct"]), len(s["correct"]) + len(s["incorrect"]))
         assert (mine["correct"], mine["covered"]) == theirs, s["section"]
 
-    r = word_eval.analogy(wordvec.glove6b(), full, restrict=30_000)
+    r = word_benchmarks.analogy(wordvec.glove6b(), full, restrict=30_000)
     # gensim 4.4.0 evaluate_word_analogies(restrict_vocab=30000, case_insensitive=True) on the
     # full file: 7393 right of 14877 answered (0.4969...), semantic 3053/6002, syntactic
     # 4340/8875; it skips the other 4667 questions as out of the restricted vocabulary.

@@ -1,12 +1,14 @@
 r"""The README's demo: pretrain BERT-mini on the real corpus, then finetune SST-2 from it and
 from scratch, and print what transfer bought.
 
-  python -m tlx.demo --workdir=runs/demo [--pretrain_steps=N --finetune_steps=N]
+  python launch/demo.py --workdir=runs/demo [--pretrain_steps=N --finetune_steps=N]
 
 Steps: (1) train a SentencePiece vocabulary on the corpus (cached), (2) pretrain BERT-mini with
 MLM + NSP and save Orbax checkpoints, (3) finetune SST-2 from that checkpoint, (4) finetune the
-same architecture from scratch, (5) print a table. Every stage is an ordinary `tlx.train` run
-in its own workdir, so each can be inspected, resumed or rerun from the command line.
+same architecture from scratch, (5) print a table, also written to WORKDIR/summary.json (MLM /
+NSP accuracy as the fractions the runs record, SST-2 accuracy x 100 in percent). Every stage
+is an ordinary `tlx.train` run in its own workdir, so each can be inspected, resumed or rerun
+from the command line.
 
 Data: $TLX_DATA_DIR when set; otherwise the datasets it reads (the pretraining corpus, SST-2,
 and the BERT vocabulary for --vocab=bert_uncased) are fetched and verified into
@@ -21,7 +23,7 @@ from absl import app, flags
 
 from configs.bert import finetune, pretrain
 from data_pipelines import corpus, vocabularies
-from tlx import train
+from tlx import metrics, train
 from tlx.data import fetch
 
 flags.DEFINE_string("workdir", "runs/demo", "Directory for the demo's runs.")
@@ -46,7 +48,7 @@ def _run(cfg, workdir: str, name: str) -> tuple[dict, float]:
 
 def main(argv) -> None:
     del argv
-    train.quiet_logs()
+    metrics.quiet_logs()
     root = os.path.abspath(FLAGS.workdir)
     vocab = FLAGS.vocab
     # Without TLX_DATA_DIR, the datasets the demo reads are fetched into the cache first.
@@ -72,11 +74,14 @@ def main(argv) -> None:
         ft.transfer.init_from = init_from
         results[name] = _run(ft, os.path.join(root, f"sst2_{name}"), f"SST-2 from {name}")
 
+    def percent(name: str) -> str:  # metrics are fractions in [0, 1]; the table shows percent
+        return f"{100 * results[name][0]['eval/accuracy']:.1f}"
+
     rows = [
         ("pretraining eval MLM accuracy", f"{pre_final['eval/mlm_accuracy']:.3f}"),
         ("pretraining eval NSP accuracy", f"{pre_final['eval/nsp_accuracy']:.3f}"),
-        ("SST-2 dev accuracy %, pretrained", f"{results['pretrained'][0]['eval/accuracy']:.1f}"),
-        ("SST-2 dev accuracy %, from scratch", f"{results['scratch'][0]['eval/accuracy']:.1f}"),
+        ("SST-2 dev accuracy %, pretrained", percent("pretrained")),
+        ("SST-2 dev accuracy %, from scratch", percent("scratch")),
         (
             "time: pretrain / finetune x2 (s)",
             f"{pre_time:.0f} / {results['pretrained'][1]:.0f} + {results['scratch'][1]:.0f}",
