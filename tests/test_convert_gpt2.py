@@ -1,6 +1,7 @@
 """HF <-> tlx GPT-2 conversion: parity with `transformers` both ways on the same weights, exact
 round trips, the converted dir as `init_from`, and loud, leave-nothing-behind failures."""
 
+import functools
 import json
 import os
 import sys
@@ -9,7 +10,6 @@ os.environ.setdefault("USE_TF", "0")  # transformers would otherwise import Tens
 
 import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -142,22 +142,7 @@ def _random_tlx_params(model_config, seed=0):
     return jax.tree_util.tree_map_with_path(draw, nn.unbox(abstract)["params"])
 
 
-class _State:
-    def __init__(self, params):
-        self.params, self.opt_state = params, {"count": jnp.zeros((), jnp.int32)}
-
-
-def _fake_run(workdir, params, model_config):
-    """A training run's layout: config.json with a "model" section, checkpoints at steps 2 and 5
-    (step 2 holds zeros, so exporting anything but the latest step fails the parity checks)."""
-    workdir.mkdir()
-    (workdir / "config.json").write_text(json.dumps({"seed": 0, "model": model_config}))
-    mngr = checkpoint.manager(str(workdir / "checkpoints"), every=1, async_save=False)
-    for step, p in ((2, jax.tree.map(np.zeros_like, params)), (5, params)):
-        checkpoint.save(mngr, step, _State(p), {"step": step}, force=True)
-    mngr.wait_until_finished()
-    mngr.close()
-    return workdir
+_fake_run = sys.modules["tlx_tests_conftest"].fake_run  # tests/conftest.py
 
 
 def _assert_trees_equal(a, b):
@@ -278,8 +263,24 @@ def test_tlx_to_hf_classifier_exports_the_decoder(tmp_path):
     back = convert.import_hf("gpt2", str(tmp_path / "hf"), str(tmp_path / "back"))
     assert back == {**TLX_SMALL, "gelu": "erf"}
     _assert_trees_equal(
-        convert.read_checkpoint(str(tmp_path / "back"))[0], {"decoder": params["decoder"]}
+        convert.read_checkpoint(str(tmp_path / "back"))[0], {"decoder": params["encoder"]}
     )
+
+
+def test_export_migrates_a_run_from_before_compose(tmp_path):
+    """A gpt_classifier run saved before tlx.models.compose (decoder/ + classifier/) exports
+    exactly the tensors of today's layout (encoder/ + head/): export-hf renames the old paths."""
+    model_config = {**TLX_SMALL, "name": "gpt_classifier", "num_classes": 3}
+    params = _random_tlx_params(model_config, seed=3)
+    old = {"decoder": params["encoder"], "classifier": params["head"]}
+    tensors = {}
+    for name, tree in (("new", params), ("old", old)):
+        run = _fake_run(tmp_path / name, tree, model_config)
+        convert.export_hf("gpt2", str(run), str(tmp_path / f"hf_{name}"))
+        tensors[name] = safetensors.numpy.load_file(tmp_path / f"hf_{name}" / "model.safetensors")
+    assert "wte.weight" in tensors["new"] and tensors["old"].keys() == tensors["new"].keys()
+    for k, v in tensors["new"].items():
+        np.testing.assert_array_equal(tensors["old"][k], v, err_msg=k)
 
 
 # --- 3. exact round trips -----------------------------------------------------------------------
@@ -341,7 +342,7 @@ def test_round_trip_tlx_hf_tlx_is_exact(tmp_path):
 
 
 def test_converted_dir_is_an_init_from(tmp_path):
-    """As configs/gpt/finetune.py uses it: the decoder loads, the new classifier keeps its init."""
+    """As configs/gpt/finetune.py uses it: the decoder loads, the new head keeps its init."""
     src = _hf_dir(tmp_path)
     model_config = convert.import_hf("gpt2", str(src), str(tmp_path / "tlx"))
     clf_config = {**model_config, "name": "gpt_classifier", "num_classes": 2}
@@ -350,18 +351,22 @@ def test_converted_dir_is_an_init_from(tmp_path):
     shardings = jax.tree.map(lambda _: NamedSharding(mesh, PartitionSpec()), fresh)
     fresh = jax.device_put(fresh, shardings)
     loaded, step = checkpoint.load_pretrained(
-        str(tmp_path / "tlx"), fresh, shardings, dont_load=["classifier/.*"]
+        str(tmp_path / "tlx"),
+        fresh,
+        shardings,
+        dont_load=["head/.*"],
+        rename=functools.partial(models.migrate_paths, "gpt_classifier"),
     )
     assert step == 0
     hf_tensors = safetensors.numpy.load_file(src / "model.safetensors")
     wte = hf_tensors["transformer.wte.weight"]
-    np.testing.assert_array_equal(loaded["decoder"]["token_embed"]["embedding"], wte)
+    np.testing.assert_array_equal(loaded["encoder"]["token_embed"]["embedding"], wte)
     c_attn = hf_tensors["transformer.h.1.attn.c_attn.weight"]  # [D, 3D]: q | k | v
     np.testing.assert_array_equal(
-        loaded["decoder"]["layers"]["layer_1"]["attention"]["key_kernel"],
+        loaded["encoder"]["layers"]["layer_1"]["attention"]["key_kernel"],
         c_attn[:, 64:128].reshape(64, 4, 16),
     )
-    _assert_trees_equal(loaded["classifier"], fresh["classifier"])
+    _assert_trees_equal(loaded["head"], fresh["head"])
 
 
 # --- 5. loud failures that leave nothing behind -------------------------------------------------

@@ -9,7 +9,11 @@ feature-based settings differ only in config:
   'last4_concat' / 'last4_sum'   the last four layers' states, concatenated / summed
                 (the BERT paper's best feature-based choice for NER);
   'last'        the final states (token tagging).
-Sentence heads read position `extract_position` (0 = [CLS]) of per-token features.
+Sentence heads read one position of per-token features: `position='first'` (0 = [CLS]) or
+`'last'`, each row's last real token (GPT's extract token `<e>`).
+
+Every downstream head is called as `head(sequence, intermediates, batch, *, deterministic)`
+(tlx.models.compose.EncoderWithHead), so any head sits on any encoder.
 """
 
 from collections.abc import Callable
@@ -17,6 +21,7 @@ from collections.abc import Callable
 import flax.linen as nn
 import jax.numpy as jnp
 
+from tlx.layers.attention import MASK_VALUE
 from tlx.layers.embed import default_init
 from tlx.layers.transformer import activation, layer_norm
 
@@ -89,23 +94,78 @@ def select_features(sequence: jnp.ndarray, inter: dict, features: str) -> jnp.nd
     raise ValueError(f"unknown features {features!r}; expected one of {FEATURES}")
 
 
+POSITIONS = ("first", "last")
+
+
+def extract_positions(batch, position: str) -> jnp.ndarray:
+    """[B] int32: 0 ('first'), or each row's last real token by input_mask ('last'; without a
+    mask, the row's last position)."""
+    ids = batch["input_ids"]
+    if position == "first":
+        return jnp.zeros(ids.shape[:1], jnp.int32)
+    if position != "last":
+        raise ValueError(f"unknown head position {position!r}; expected one of {POSITIONS}")
+    mask = batch.get("input_mask")
+    if mask is None:
+        return jnp.full(ids.shape[:1], ids.shape[1] - 1, jnp.int32)
+    return jnp.maximum(mask.sum(-1).astype(jnp.int32) - 1, 0)
+
+
 class SentenceHead(nn.Module):
     """Sentence (or sentence-pair) classification from one position's features (or pooled):
-    dropout -> [dense -> GELU -> dropout]* -> dense. `extract` [B] overrides the position per
-    example (GPT reads the final token; default 0 = [CLS])."""
+    dropout -> [dense -> GELU -> dropout]* -> dense -> [B, C]."""
 
     num_classes: int
     features: str = "pooled"
     dropout_rate: float = 0.1
     hidden_size: int = 0  # > 0: one hidden layer (useful on frozen features)
+    position: str = "first"  # of per-token features: 'first' ([CLS]) | 'last' (GPT's <e>)
 
     @nn.compact
-    def __call__(self, sequence, inter, *, deterministic: bool, extract=None):
+    def __call__(self, sequence, inter, batch, *, deterministic: bool):
         x = select_features(sequence, inter, self.features)
-        if x.ndim == 3:  # per-token features: take the extract position
-            pos = jnp.zeros(x.shape[:1], jnp.int32) if extract is None else extract
+        if x.ndim == 3:  # per-token features [B, L, D']: take one position per row
+            pos = extract_positions(batch, self.position)
             x = gather_positions(x, pos[:, None])[:, 0]  # [B, D']
         return _mlp(x, self.num_classes, self.hidden_size, self.dropout_rate, deterministic)
+
+
+class MultiTaskHead(nn.Module):
+    """One SentenceHead per task of a mixture (`task_0`, `task_1`, ...): the batch's `task_id`
+    [B] picks each example's, and logits of classes beyond its task's count are masked ->
+    [B, max(num_classes)]."""
+
+    num_classes: tuple[int, ...]
+    features: str = "pooled"
+    dropout_rate: float = 0.1
+    hidden_size: int = 0
+    position: str = "first"
+
+    @nn.compact
+    def __call__(self, sequence, inter, batch, *, deterministic: bool):
+        widest = max(self.num_classes)
+        per_task = []
+        for i, n in enumerate(self.num_classes):
+            head = SentenceHead(
+                n,
+                self.features,
+                self.dropout_rate,
+                self.hidden_size,
+                self.position,
+                name=f"task_{i}",
+            )
+            logits = head(sequence, inter, batch, deterministic=deterministic)  # [B, n]
+            per_task.append(jnp.pad(logits, ((0, 0), (0, widest - n)), constant_values=MASK_VALUE))
+        stacked = jnp.stack(per_task, 1)  # [B, T, C]
+        task = batch["task_id"].reshape(-1)
+        return jnp.take_along_axis(stacked, task[:, None, None], 1)[:, 0]
+
+
+def sentence_head(num_classes: int | tuple[int, ...], **kw) -> nn.Module:
+    """A SentenceHead, or a MultiTaskHead when `num_classes` lists one count per task."""
+    if isinstance(num_classes, int):
+        return SentenceHead(num_classes, **kw)
+    return MultiTaskHead(tuple(num_classes), **kw)
 
 
 class TaggingHead(nn.Module):
@@ -117,7 +177,8 @@ class TaggingHead(nn.Module):
     hidden_size: int = 0
 
     @nn.compact
-    def __call__(self, sequence, inter, *, deterministic: bool):
+    def __call__(self, sequence, inter, batch, *, deterministic: bool):
+        del batch  # every position is tagged
         x = select_features(sequence, inter, self.features)
         if x.ndim != 3:
             raise ValueError(f"tagging needs per-token features, not {self.features!r}")

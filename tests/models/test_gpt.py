@@ -211,7 +211,7 @@ def _task_batch():
 def test_classifier_reads_the_extract_token():
     """The classifier reads the last real token (<e>): padding after it changes nothing,
     the token itself does."""
-    model = gpt.GptForSequenceClassification(_cfg(), num_classes=3)
+    model = gpt.classifier(_cfg(), num_classes=3)
     batch = _task_batch()
     params = _init(model, batch)
     logits = lambda b: model.apply({"params": params}, b)[0]["logits"]  # noqa: E731
@@ -224,8 +224,8 @@ def test_classifier_reads_the_extract_token():
 
 
 @pytest.mark.parametrize("name,model_cls", [
-    ("classification", gpt.GptForSequenceClassification),
-    ("tagging", gpt.GptForTokenClassification),
+    ("classification", gpt.classifier),
+    ("tagging", gpt.tagger),
 ])  # fmt: skip
 def test_lm_coef_adds_the_auxiliary_lm_loss(name, model_cls):
     model = model_cls(_cfg(), num_classes=3)
@@ -242,6 +242,6 @@ def test_lm_coef_adds_the_auxiliary_lm_loss(name, model_cls):
     # The LM term reaches the decoder through the tied embedding's gradient.
     loss_fn = lambda p: objectives.get(name, 0.5)(model.apply({"params": p}, batch)[0], batch)[0]  # noqa: E731
     grad = jax.jit(jax.grad(loss_fn))(params)
-    assert float(jnp.abs(grad["decoder"]["token_embed"]["embedding"]).sum()) > 0
+    assert float(jnp.abs(grad["encoder"]["token_embed"]["embedding"]).sum()) > 0
     with pytest.raises(ValueError, match="lm_coef"):
         objectives.get("causal_lm", lm_coef=0.5)

@@ -272,6 +272,8 @@ def export_hf(model: str, src: str, dst: str, overwrite: bool = False) -> dict:
     _check_dst(dst, overwrite)
     src = os.path.abspath(src)
     params, stored, _ = read_checkpoint(src)
+    if stored and stored.get("name") in models.REGISTRY:  # paths older than tlx.models.compose
+        params = models.migrate_params(stored["name"], params)
     model_config = family.model_config(params, stored)
     check_tree(family, params, model_config)
     tensors = family.tlx_to_hf(params, model_config)

@@ -10,6 +10,7 @@ import numpy as np
 from tlx import models
 from tlx.checkpoint import flatten, unflatten
 from tlx.convert.common import ConversionError, config_mismatches, problems_error, stack_shape
+from tlx.models import bert
 
 # transformers.BertConfig defaults, for fields a config.json leaves out.
 HF_BERT_DEFAULTS = {
@@ -106,7 +107,7 @@ def _bert_table(s: dict, heads: tuple[str, ...], prefix: str) -> list[tuple[str,
     if "nsp_head" in heads:
         rows += linear("cls.seq_relationship", "nsp_head/dense", 2, d)
     if "classifier" in heads:
-        rows += linear("classifier", "classifier/dense", s["num_classes"], d)
+        rows += linear("classifier", "head/dense", s["num_classes"], d)
     return rows
 
 
@@ -211,11 +212,17 @@ def hf_to_tlx(state_dict: dict, hf_config: dict) -> tuple[dict, dict]:
 
 def resolve_bert_config(model_config: dict):
     """A tlx "model" section (a run's or a converted one) -> its full `bert.BertConfig`."""
-    return models.build(ml_collections.ConfigDict(dict(model_config))).config
+    cfg = ml_collections.ConfigDict(dict(model_config))
+    models.entry(cfg.name)  # an unknown name is an error naming the known ones
+    return bert.model_config(cfg)
+
+
+# tlx root -> the head's name in the HF table (a bert_classifier's `head/` is HF `classifier`).
+TLX_HEADS = {"mlm_head": "mlm_head", "nsp_head": "nsp_head", "head": "classifier"}
 
 
 def _heads(params: dict) -> tuple[str, ...]:
-    return tuple(k for k in ("mlm_head", "nsp_head", "classifier") if k in params)
+    return tuple(name for root, name in TLX_HEADS.items() if root in params)
 
 
 def tlx_to_hf(params: dict, model_config: dict) -> dict[str, np.ndarray]:
@@ -225,7 +232,7 @@ def tlx_to_hf(params: dict, model_config: dict) -> dict[str, np.ndarray]:
     sizes = dataclasses.asdict(cfg)
     heads = _heads(params)
     if "classifier" in heads:
-        sizes["num_classes"] = int(np.shape(params["classifier"]["dense"]["kernel"])[-1])
+        sizes["num_classes"] = int(np.shape(params["head"]["dense"]["kernel"])[-1])
     table = _bert_table(sizes, heads, "bert." if heads else "")
     to_hf = _transforms(cfg.num_heads)
     flat = flatten(params)
@@ -281,7 +288,7 @@ def bert_hf_config(params: dict, model_config: dict) -> dict:
         "tie_word_embeddings": True,
     }
     if "classifier" in heads:
-        n = int(np.shape(params["classifier"]["dense"]["kernel"])[-1])
+        n = int(np.shape(params["head"]["dense"]["kernel"])[-1])
         out["id2label"] = {str(k): f"LABEL_{k}" for k in range(n)}
         out["label2id"] = {f"LABEL_{k}": k for k in range(n)}
     return out
@@ -297,12 +304,12 @@ def bert_model_config(params: dict, stored: dict | None) -> dict:
             "not a tlx BERT params tree: encoder/segment_embed/embedding is missing"
         )
     inferred["type_vocab_size"] = np.shape(flat["encoder/segment_embed/embedding"])[0]
-    name = "bert_classifier" if "classifier" in params else "bert_pretrain"
+    name = "bert_classifier" if "head" in params else "bert_pretrain"
     extra = {}
-    if "classifier" in params:
-        if "classifier/dense/kernel" not in flat:
-            raise ConversionError("not a tlx BERT params tree: classifier/dense/kernel is missing")
-        extra = {"num_classes": np.shape(flat["classifier/dense/kernel"])[1]}
+    if "head" in params:
+        if "head/dense/kernel" not in flat:
+            raise ConversionError("not a tlx BERT params tree: head/dense/kernel is missing")
+        extra = {"num_classes": np.shape(flat["head/dense/kernel"])[1]}
     if stored is None:
         logging.warning("no config.json model section: using tlx defaults for gelu, layer_norm_eps")
         cfg = resolve_bert_config({"name": "bert_pretrain", "size": "custom", **inferred})

@@ -18,6 +18,7 @@ import numpy as np
 from tlx import models
 from tlx.checkpoint import flatten, unflatten
 from tlx.convert.common import ConversionError, config_mismatches, problems_error, stack_shape
+from tlx.models import gpt
 
 # transformers.GPT2Config defaults, for fields a config.json leaves out.
 HF_GPT2_DEFAULTS = {
@@ -202,7 +203,18 @@ def _require_gpt2(variant: str) -> None:
 
 def resolve_gpt_config(model_config: dict):
     """A tlx "model" section (a run's or a converted one) -> its full `gpt.GptConfig`."""
-    return models.build(ml_collections.ConfigDict(dict(model_config))).config
+    cfg = ml_collections.ConfigDict(dict(model_config))
+    models.entry(cfg.name)  # an unknown name is an error naming the known ones
+    return gpt.model_config(cfg)
+
+
+def _decoder(flat: dict) -> tuple[dict, list[str]]:
+    """(the decoder's params under gpt_lm's `decoder/...` paths, the tree's other roots). A task
+    model (tlx.models.compose) holds its decoder under `encoder/`, its head under `head/`."""
+    root = "encoder" if any(p.startswith("encoder/") for p in flat) else "decoder"
+    prefix = root + "/"
+    decoder = {"decoder/" + p[len(prefix) :]: x for p, x in flat.items() if p.startswith(prefix)}
+    return decoder, sorted({p.split("/")[0] for p in flat} - {root})
 
 
 def tlx_to_hf(params: dict, model_config: dict) -> dict[str, np.ndarray]:
@@ -217,10 +229,11 @@ def tlx_to_hf(params: dict, model_config: dict) -> dict[str, np.ndarray]:
     table = _gpt2_table(sizes, "transformer." if lm else "")
     to_hf = _transforms(cfg.num_heads)
     flat = flatten(params)
-    heads = sorted({p.split("/")[0] for p in flat} - {"decoder"})
-    if heads and not lm:
-        logging.warning("exporting the decoder alone as GPT2Model; not exported: %s", heads)
-        flat = {p: x for p, x in flat.items() if p.startswith("decoder/")}
+    decoder, heads = _decoder(flat)
+    if not lm:
+        if heads:
+            logging.warning("exporting the decoder alone as GPT2Model; not exported: %s", heads)
+        flat = decoder
     expected = {p for _, paths, _, _ in table for p in paths}
     problems = [f"tlx parameter {p} is missing" for p in sorted(expected) if p not in flat]
     problems += [f"tlx parameter {p} has no HF name" for p in flat if p not in expected]
@@ -270,9 +283,9 @@ def gpt2_hf_config(params: dict, model_config: dict) -> dict:
 def gpt2_model_config(params: dict, stored: dict | None) -> dict:
     """The "model" section for `params`: shapes from the tensors, the rest (gelu, layer_norm_eps,
     dropout, a task head's fields) from the run's own `stored` section, whose sizes must agree."""
-    flat = flatten(params)
+    flat, heads = _decoder(flatten(params))
     inferred = stack_shape(flat, "decoder", "GPT")
-    has_head = any(not p.startswith("decoder/") for p in flat)
+    has_head = bool(heads)
     if stored is None:
         if has_head:
             raise ConversionError(

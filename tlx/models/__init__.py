@@ -1,96 +1,123 @@
-"""Model registry: `build(config.model)` returns the Flax module a config names."""
+"""Model registry: `build(config.model)` returns the Flax module `config.model.name` names.
 
+Each entry of REGISTRY says how to build the model from its config section, which head it
+carries ('sentence' | 'tagging' for the downstream models, tlx.models.compose; None for the
+pretraining ones) and how older parameter paths map onto its tree (tlx.models.migrate). A new
+model is one entry here (and its file).
+"""
+
+import dataclasses
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from tlx.models import bert, contextual, cove, elmo, embeddings, gpt, word_encoders
+import flax.linen as nn
+
+from tlx.models import bert, contextual, cove, elmo, embeddings, gpt, migrate, word_encoders
 
 if TYPE_CHECKING:  # the models themselves need no ml_collections (GPU benchmark images lack it)
     import ml_collections
 
 
-def build(cfg: "ml_collections.ConfigDict"):
-    overrides = {
-        k: cfg[k]
-        for k in (
-            "vocab_size",
-            "max_position",
-            "dropout_rate",
-            "attention_dropout_rate",
-            "gelu",
-            "dtype",
-            "type_vocab_size",
-            "layer_norm_eps",
-            *bert.SHAPE_KEYS,
-        )
-        if k in cfg
-    }
-    bert_cfg = lambda: bert.config_for_size(cfg.size, **overrides)
-    task_head = dict(
-        features=cfg.get("features", None),
-        head_hidden=cfg.get("head_hidden", 0),
-        frozen_encoder=cfg.get("frozen_encoder", False),
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    build: Callable[["ml_collections.ConfigDict"], nn.Module]
+    head: str | None = None  # 'sentence' (sentence / pair classification) | 'tagging' | None
+    renames: migrate.Rules = ()  # older checkpoints' / pretraining runs' paths -> this tree
+
+
+def _classes(cfg):
+    n = cfg.num_classes
+    return tuple(n) if isinstance(n, list | tuple) else n
+
+
+HEAD_OPTIONS = ("features", "head_hidden", "frozen_encoder")  # bert / gpt heads' options
+
+
+def _task(family, head: str, renames: migrate.Rules, options=()) -> Entry:
+    """The entry of a family's `classifier` (head 'sentence') or `tagger` ('tagging'), built
+    from family.model_config(cfg), model.num_classes and the `options` keys the config sets."""
+    task = family.classifier if head == "sentence" else family.tagger
+
+    def build_task(cfg):
+        kw = {k: cfg[k] for k in options if cfg.get(k) is not None}
+        return task(family.model_config(cfg), _classes(cfg), **kw)
+
+    return Entry(build_task, head, renames)
+
+
+def _bert_pretrain(cfg):
+    return bert.BertForPreTraining(
+        bert.model_config(cfg), mlm_all_positions=cfg.get("mlm_all_positions", False)
     )
-    task_head = {k: v for k, v in task_head.items() if v is not None}
-    if cfg.name == "bert_pretrain":
-        return bert.BertForPreTraining(
-            bert_cfg(), mlm_all_positions=cfg.get("mlm_all_positions", False)
-        )
-    if cfg.name == "bert_classifier":
-        n = cfg.num_classes
-        n = tuple(n) if isinstance(n, list | tuple) else n
-        return bert.BertForSequenceClassification(bert_cfg(), num_classes=n, **task_head)
-    if cfg.name == "bert_tagger":
-        return bert.BertForTokenClassification(bert_cfg(), cfg.num_classes, **task_head)
-    if cfg.name.startswith("gpt_"):
-        if cfg.get("vocab_size", 0) is None:
-            raise ValueError(
-                "model.vocab_size is None (= the data vocabulary's size, filled in by "
-                "tlx.train); set it to build the model elsewhere"
-            )
-        overrides.pop("type_vocab_size", None)
-        gpt_cfg = gpt.config_for_size(cfg.size, cfg.get("variant", "gpt2"), **overrides)
-        if cfg.name == "gpt_lm":
-            return gpt.GptForCausalLM(gpt_cfg)
-        if cfg.name == "gpt_classifier":
-            return gpt.GptForSequenceClassification(gpt_cfg, cfg.num_classes, **task_head)
-        if cfg.name == "gpt_tagger":
-            return gpt.GptForTokenClassification(gpt_cfg, cfg.num_classes, **task_head)
-    if cfg.name in ("word2vec", "glove"):
-        if cfg.get("vocab_size") is None:
-            raise ValueError("model.vocab_size is None: tlx.train fills it from the corpus")
-        if cfg.name == "glove":
-            return embeddings.GloVe(cfg.vocab_size, cfg.dim)
-        return embeddings.Word2Vec(cfg.vocab_size, cfg.dim, cfg.arch, cfg.window)
-    if cfg.name in ("word_classifier", "word_tagger"):
-        return word_encoders.build(cfg)
-    if cfg.name == "cove_mt":
-        if cfg.get("vocab_size") is None or cfg.get("tgt_vocab_size") is None:
-            raise ValueError("model.vocab_size / tgt_vocab_size are None: tlx.train fills them")
-        shape = {k: v for k, v in cfg.items() if k not in ("name", "vocab_size")}
-        return cove.MTLSTM(cove.CoveConfig(src_vocab_size=cfg.vocab_size, **shape))
-    if cfg.name == "elmo_lm":
-        if cfg.get("vocab_size") is None:
-            raise ValueError("model.vocab_size is None: tlx.train fills it from data.vocab")
-        shape = {k: v for k, v in cfg.items() if k not in ("name", "size")}
-        return elmo.ElmoLM(elmo.config_for_size(cfg.size, **shape))
-    if cfg.name in ("contextual_classifier", "contextual_tagger"):
-        return contextual.build(cfg)
-    raise ValueError(f"unknown model.name {cfg.name!r}; expected one of {MODELS}")
 
 
-MODELS = (
-    "bert_pretrain",
-    "bert_classifier",
-    "bert_tagger",
-    "gpt_lm",
-    "gpt_classifier",
-    "gpt_tagger",
-    "word_classifier",
-    "word_tagger",
-    "word2vec",
-    "glove",
-    "cove_mt",
-    "elmo_lm",
-    "contextual_classifier",
-    "contextual_tagger",
-)
+def _word_vectors(cfg):
+    if cfg.get("vocab_size") is None:
+        raise ValueError("model.vocab_size is None: tlx.train fills it from the corpus")
+    if cfg.name == "glove":
+        return embeddings.GloVe(cfg.vocab_size, cfg.dim)
+    return embeddings.Word2Vec(cfg.vocab_size, cfg.dim, cfg.arch, cfg.window)
+
+
+def _cove_mt(cfg):
+    if cfg.get("vocab_size") is None or cfg.get("tgt_vocab_size") is None:
+        raise ValueError("model.vocab_size / tgt_vocab_size are None: tlx.train fills them")
+    shape = {k: v for k, v in cfg.items() if k not in ("name", "vocab_size")}
+    return cove.MTLSTM(cove.CoveConfig(src_vocab_size=cfg.vocab_size, **shape))
+
+
+def _elmo_lm(cfg):
+    if cfg.get("vocab_size") is None:
+        raise ValueError("model.vocab_size is None: tlx.train fills it from data.vocab")
+    shape = {k: v for k, v in cfg.items() if k not in ("name", "size")}
+    return elmo.ElmoLM(elmo.config_for_size(cfg.size, **shape))
+
+
+REGISTRY: dict[str, Entry] = {
+    "bert_pretrain": Entry(_bert_pretrain),
+    "bert_classifier": _task(bert, "sentence", migrate.BERT_TASK, HEAD_OPTIONS),
+    "bert_tagger": _task(bert, "tagging", migrate.BERT_TASK, HEAD_OPTIONS),
+    "gpt_lm": Entry(lambda cfg: gpt.GptForCausalLM(gpt.model_config(cfg))),
+    "gpt_classifier": _task(gpt, "sentence", migrate.GPT_TASK, HEAD_OPTIONS),
+    "gpt_tagger": _task(gpt, "tagging", migrate.GPT_TASK, HEAD_OPTIONS),
+    "word_classifier": _task(word_encoders, "sentence", migrate.WORD_TASK),
+    "word_tagger": _task(word_encoders, "tagging", migrate.WORD_TASK),
+    "word2vec": Entry(_word_vectors),
+    "glove": Entry(_word_vectors),
+    "cove_mt": Entry(_cove_mt),
+    "elmo_lm": Entry(_elmo_lm),
+    "contextual_classifier": _task(contextual, "sentence", migrate.CONTEXTUAL_TASK),
+    "contextual_tagger": _task(contextual, "tagging", migrate.CONTEXTUAL_TASK),
+}
+MODELS = tuple(REGISTRY)
+
+
+def entry(name: str) -> Entry:
+    if name not in REGISTRY:
+        raise ValueError(f"unknown model.name {name!r}; expected one of {list(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def build(cfg: "ml_collections.ConfigDict") -> nn.Module:
+    return entry(cfg.name).build(cfg)
+
+
+def head_kind(cfg: "ml_collections.ConfigDict") -> str | None:
+    """'sentence' (sentence / pair classification), 'tagging', or None (no downstream head)."""
+    return entry(cfg.name).head
+
+
+def num_classes(cfg: "ml_collections.ConfigDict") -> int | tuple[int, ...] | None:
+    """The head's classes (a tuple: one head per task of a mixture); None without a head."""
+    return _classes(cfg) if head_kind(cfg) else None
+
+
+def migrate_params(name: str, params: dict) -> dict:
+    """A nested params dict of a checkpoint (a task run from before tlx.models.compose, or the
+    pretraining run it transfers from) with its paths renamed onto model `name`'s tree."""
+    return migrate.migrate_params(entry(name).renames, params)
+
+
+def migrate_paths(name: str, paths) -> dict[str, str]:
+    """{stored path: path in model `name`'s tree} for a checkpoint's params paths."""
+    return migrate.rename_map(entry(name).renames, paths)

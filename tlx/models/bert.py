@@ -1,20 +1,18 @@
-"""BERT (Devlin et al., 2019): encoder, pretraining model (MLM + NSP) and classifier.
+"""BERT (Devlin et al., 2019): encoder, pretraining model (MLM + NSP), classifier and tagger.
 
 Matches the reference google-research/bert layout: post-LN blocks, LayerNorm eps 1e-12,
 GELU, truncated-normal(0.02) init, token+position+segment embeddings -> LN -> dropout,
 tanh pooler over [CLS], MLM decoder tied to the token embedding.
 """
 
-import functools
-
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from tlx import heads
-from tlx.layers.attention import MASK_VALUE, padding_bias
+from tlx.layers.attention import padding_bias
 from tlx.layers.embed import Embed
 from tlx.layers.transformer import TransformerConfig, TransformerStack, layer_norm
+from tlx.models import compose
 
 BertConfig = TransformerConfig
 
@@ -121,65 +119,47 @@ class BertForPreTraining(nn.Module):
         return {"mlm_logits": mlm_logits, "nsp_logits": nsp_logits}, inter
 
 
-def _encode_for_task(module, batch, train: bool, frozen: bool):
-    """Encoder outputs for a downstream head. A frozen encoder (feature-based transfer) runs
-    deterministically under stop_gradient, so XLA drops its backward pass entirely."""
-    seq, inter = _encode(BertEncoder(module.config, name="encoder"), batch, train and not frozen)
-    if frozen:
-        seq, inter = jax.lax.stop_gradient((seq, inter))
-    return seq, inter
+class TaskEncoder(BertEncoder):
+    """BertEncoder over a batch: (batch, *, train) -> (sequence [B, L, D], {'hidden_states',
+    'pooled'}), the encoder interface of tlx.models.compose. Same parameters as BertEncoder,
+    so a bert_pretrain run's `encoder/...` loads as is."""
 
-
-class BertForSequenceClassification(nn.Module):
-    """[CLS] sentence [SEP] (or a segment-id'd pair) -> features (pooled [CLS] by default)
-    -> classifier. With `num_classes` a tuple, one classifier per task of a mixture: the batch's
-    `task_id` picks each example's head, and logits of other tasks' classes are masked."""
-
-    config: BertConfig
-    num_classes: int | tuple[int, ...]
-    features: str = "pooled"
-    head_hidden: int = 0
-    frozen_encoder: bool = False
-
-    @nn.compact
     def __call__(self, batch, *, train: bool = False):
-        seq, inter = _encode_for_task(self, batch, train, self.frozen_encoder)
-        head = functools.partial(
-            heads.SentenceHead,
-            features=self.features,
-            dropout_rate=self.config.dropout_rate,
-            hidden_size=self.head_hidden,
+        return super().__call__(
+            batch["input_ids"], batch["segment_ids"], batch["input_mask"], deterministic=not train
         )
-        if isinstance(self.num_classes, int):
-            logits = head(self.num_classes, name="classifier")(seq, inter, deterministic=not train)
-            return {"logits": logits}, inter
-        widest = max(self.num_classes)
-        per_task = []
-        for i, n in enumerate(self.num_classes):
-            lg = head(n, name=f"classifier_{i}")(seq, inter, deterministic=not train)
-            per_task.append(jnp.pad(lg, ((0, 0), (0, widest - n)), constant_values=MASK_VALUE))
-        stacked = jnp.stack(per_task, 1)  # [B, T, C]
-        task = batch["task_id"].reshape(-1)
-        return {"logits": jnp.take_along_axis(stacked, task[:, None, None], 1)[:, 0]}, inter
 
 
-class BertForTokenClassification(nn.Module):
+def classifier(config: BertConfig, num_classes, **options) -> compose.EncoderWithHead:
+    """[CLS] sentence [SEP] (or a segment-id'd pair) -> features (pooled [CLS] by default) ->
+    classifier; `num_classes` a tuple: one head per task of a mixture (heads.MultiTaskHead).
+    Options: features, head_hidden, frozen_encoder (compose.transformer_task)."""
+    options = {"features": "pooled", **options}
+    return compose.transformer_task(
+        TaskEncoder(config), "sentence", num_classes, config.dropout_rate, **options
+    )
+
+
+def tagger(config: BertConfig, num_classes: int, **options) -> compose.EncoderWithHead:
     """[CLS] words [SEP] -> every token's features -> tag classifier ([B, L, C] logits)."""
+    return compose.transformer_task(
+        TaskEncoder(config), "tagging", num_classes, config.dropout_rate, **options
+    )
 
-    config: BertConfig
-    num_classes: int
-    features: str = "last"
-    head_hidden: int = 0
-    frozen_encoder: bool = False
 
-    @nn.compact
-    def __call__(self, batch, *, train: bool = False):
-        seq, inter = _encode_for_task(self, batch, train, self.frozen_encoder)
-        logits = heads.TaggingHead(
-            self.num_classes,
-            self.features,
-            self.config.dropout_rate,
-            self.head_hidden,
-            name="classifier",
-        )(seq, inter, deterministic=not train)
-        return {"logits": logits}, inter
+CONFIG_KEYS = (
+    "vocab_size",
+    "max_position",
+    "dropout_rate",
+    "attention_dropout_rate",
+    "gelu",
+    "dtype",
+    "type_vocab_size",
+    "layer_norm_eps",
+    *SHAPE_KEYS,
+)
+
+
+def model_config(cfg) -> BertConfig:
+    """The BertConfig a config's model section names: model.size plus any CONFIG_KEYS set."""
+    return config_for_size(cfg.size, **{k: cfg[k] for k in CONFIG_KEYS if k in cfg})

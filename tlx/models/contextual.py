@@ -3,9 +3,10 @@
 The pretrained network only supplies features; a small task model learns on top (McCann et al.
 2017, Peters et al. 2018). `features` picks what the task model reads at each word:
   scratch      a trained-from-random embedding (the no-transfer row)
-  glove        GloVe                                             (table embed/embedding)
+  glove        GloVe                                     (table encoder/embed/embedding)
   glove+cove   [GloVe; CoVe], CoVe = the last layer of the MT-LSTM's encoder over GloVe
-               (cove/embed/embedding is the GloVe table, cove/bilstm the encoder)
+               (encoder/cove/embed/embedding is the GloVe table, encoder/cove/bilstm the
+               MT-LSTM's encoder: a cove_mt run's cove/..., see tlx.models.migrate)
   elmo         [GloVe; ELMo], ELMo = gamma * sum_k softmax(s)_k h_k over the biLM's layers
                (mix='all': layer 0 = the char-CNN vector duplicated to the biLSTM width, and
                the two biLSTM layers) or its top layer alone (mix='last')
@@ -14,9 +15,10 @@ backward pass runs through them) and `optim.frozen` in the config (so the optimi
 touches them). Only the scalar mix, the task encoder and the head train.
 
 The task model is tlx.models.word_encoders' BiLSTM (sentence: max-pool; tagging: per token)
-and the shared classifier / tagging heads, the same for every row, so rows differ only in
-their input features. Batches are a downstream task's over a word vocabulary (`words:glove6b`
-for the GloVe-based rows), plus `char_ids` [B, L, 50] for ELMo (`data.char_ids=True`).
+and the shared sentence / tagging heads (tlx.models.compose), the same for every row, so rows
+differ only in their input features. Batches are a downstream task's over a word vocabulary
+(`words:glove6b` for the GloVe-based rows), plus `char_ids` [B, L, 50] for ELMo
+(`data.options.char_ids=True`).
 """
 
 import dataclasses
@@ -28,9 +30,9 @@ import jax.numpy as jnp
 from tlx import heads
 from tlx.layers.embed import Embed
 from tlx.layers.scalar_mix import ScalarMix
+from tlx.models import compose, word_encoders
 from tlx.models import cove as cove_lib
 from tlx.models import elmo as elmo_lib
-from tlx.models import word_encoders
 
 FEATURES = ("scratch", "glove", "glove+cove", "elmo")
 MIXES = ("last", "all")
@@ -59,8 +61,8 @@ class ContextualConfig:
 
 def contextual_features(cfg: ContextualConfig, batch, train: bool):
     """batch -> (features [B, L, F] with padding zeroed, mask [B, L], hidden states, penalty).
-    Called from the models' compact __call__, so the pretrained parts sit at the top of the
-    param tree (cove/..., bilm/...), where the pretraining runs keep them."""
+    Called from TaskEncoder's compact __call__, so the pretrained parts sit at the top of its
+    tree (encoder/cove/..., encoder/bilm/...), as the pretraining runs' cove/... and bilm/..."""
     enc = cfg.encoder
     mask = batch["input_mask"].astype(bool)  # [B, L]
     penalty = jnp.zeros((), jnp.float32)
@@ -90,42 +92,38 @@ def contextual_features(cfg: ContextualConfig, batch, train: bool):
     return feats * mask[..., None], mask, hidden, penalty
 
 
-class ContextualClassifier(nn.Module):
+class TaskEncoder(nn.Module):
+    """(batch, *, train) -> (task BiLSTM states [B, L, 2H], {'hidden_states': [inputs...,
+    states], 'pooled' (sentence), OUTPUTS: {'penalty'}}), the encoder interface of
+    tlx.models.compose. Its parameters: the pretrained parts (`cove/`, `bilm/`, `embed/`),
+    `scalar_mix/` and the task encoder's layers (`bilstm/`), side by side."""
+
+    config: ContextualConfig
+    per_token: bool = False
+
+    @nn.compact
+    def __call__(self, batch, *, train: bool = False):
+        feats, mask, hidden, penalty = contextual_features(self.config, batch, train)
+        states, pooled = word_encoders.encode(
+            self.config.encoder, feats, mask, per_token=self.per_token, deterministic=not train
+        )
+        inter = {"hidden_states": hidden if states is None else [*hidden, states]}
+        if pooled is not None:
+            inter["pooled"] = pooled
+        inter[compose.OUTPUTS] = {"penalty": penalty}
+        return (feats if states is None else states), inter
+
+
+def classifier(config: ContextualConfig, num_classes: int) -> compose.EncoderWithHead:
     """Sentence / pair classification: features -> BiLSTM max-pool -> classifier [B, C]."""
-
-    config: ContextualConfig
-    num_classes: int
-
-    @nn.compact
-    def __call__(self, batch, *, train: bool = False):
-        feats, mask, hidden, penalty = contextual_features(self.config, batch, train)
-        enc = self.config.encoder
-        states, pooled = word_encoders.WordEncoder(enc, name="encoder")(
-            feats, mask, deterministic=not train
-        )
-        logits = heads.ClassifierHead(self.num_classes, enc.dropout_rate, name="classifier")(
-            pooled, deterministic=not train
-        )
-        outputs = {"logits": logits, "penalty": penalty}
-        return outputs, {"hidden_states": [*hidden, states], "pooled": pooled}
+    head = heads.SentenceHead(num_classes, "pooled", config.encoder.dropout_rate)
+    return compose.EncoderWithHead(TaskEncoder(config), head)
 
 
-class ContextualTagger(nn.Module):
+def tagger(config: ContextualConfig, num_classes: int) -> compose.EncoderWithHead:
     """Token tagging: features -> BiLSTM states -> tag logits [B, L, C]."""
-
-    config: ContextualConfig
-    num_classes: int
-
-    @nn.compact
-    def __call__(self, batch, *, train: bool = False):
-        feats, mask, hidden, penalty = contextual_features(self.config, batch, train)
-        enc = self.config.encoder
-        encoder = word_encoders.WordEncoder(enc, per_token=True, name="encoder")
-        states, _ = encoder(feats, mask, deterministic=not train)  # [B, L, 2H]
-        logits = heads.TaggingHead(self.num_classes, "last", enc.dropout_rate, name="classifier")(
-            states, {}, deterministic=not train
-        )
-        return {"logits": logits, "penalty": penalty}, {"hidden_states": [*hidden, states]}
+    head = heads.TaggingHead(num_classes, "last", config.encoder.dropout_rate)
+    return compose.EncoderWithHead(TaskEncoder(config, per_token=True), head)
 
 
 def _dataclass_from(cls, section) -> object:
@@ -134,20 +132,17 @@ def _dataclass_from(cls, section) -> object:
     return cls(**{k: tuple(map(tuple, v)) if k == "filters" else v for k, v in kw.items()})
 
 
-def build(cfg) -> nn.Module:
-    """`contextual_classifier` / `contextual_tagger` from a config's model section: the task
-    encoder's fields at its top level, the pretrained network's shape in model.cove / model.elmo."""
+def model_config(cfg) -> ContextualConfig:
+    """The ContextualConfig of a config's model section: the task encoder's fields at its top
+    level, the pretrained network's shape in model.cove / model.elmo."""
     if cfg.get("vocab_size") is None:
         raise ValueError("model.vocab_size is None: tlx.train fills it from data.vocab")
-    encoder = word_encoders.encoder_config(cfg)
-    config = ContextualConfig(
+    return ContextualConfig(
         features=cfg.features,
-        encoder=encoder,
+        encoder=word_encoders.encoder_config(cfg),
         cove=_dataclass_from(cove_lib.CoveConfig, cfg.cove) if cfg.get("cove") else None,
         elmo=_dataclass_from(elmo_lib.ElmoConfig, cfg.elmo) if cfg.get("elmo") else None,
         mix=cfg.get("mix", "all"),
         mix_l2=cfg.get("mix_l2", 0.0),
         feature_dropout=cfg.get("feature_dropout", 0.0),
     )
-    model = {"contextual_classifier": ContextualClassifier, "contextual_tagger": ContextualTagger}
-    return model[cfg.name](config, cfg.num_classes)

@@ -20,13 +20,12 @@ same decoder's states through the tied embedding.
 import dataclasses
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
-from tlx import heads
 from tlx.layers.attention import document_bias
 from tlx.layers.embed import Embed
 from tlx.layers.transformer import TransformerConfig, TransformerStack, layer_norm
+from tlx.models import compose
 
 SIZES = {
     # name: (layers, hidden, heads, intermediate)
@@ -175,63 +174,54 @@ class GptForCausalLM(nn.Module):
         return self.decoder.decode_logits(h)
 
 
-def _last_token(batch) -> jnp.ndarray:
-    """[B] index of each row's last real token: the extract token `<e>` under gpt framing."""
-    mask = batch.get("input_mask")
-    if mask is None:
-        return jnp.full(batch["input_ids"].shape[:1], batch["input_ids"].shape[1] - 1)
-    return jnp.maximum(mask.sum(-1).astype(jnp.int32) - 1, 0)
+class TaskEncoder(GptDecoder):
+    """GptDecoder over a batch: (batch, *, train) -> (final states [B, L, D], {'hidden_states',
+    OUTPUTS: {'lm_hidden', 'lm_embedding'}}), the encoder interface of tlx.models.compose. The
+    LM auxiliary inputs reach the model's outputs (objective `lm_coef`); same parameters as
+    GptDecoder, a gpt_lm run's `decoder/...` (tlx.models.migrate maps them to `encoder/...`)."""
 
-
-class _GptTask(nn.Module):
-    """Decoder + task head; also returns the LM auxiliary inputs (used when lm_coef > 0)."""
-
-    config: GptConfig
-    num_classes: int
-    features: str = "last"
-    head_hidden: int = 0
-    frozen_encoder: bool = False
-
-    def _decode(self, batch, train: bool):
-        """A frozen decoder (feature-based transfer) runs deterministically under stop_gradient."""
-        decoder = GptDecoder(self.config, name="decoder")
-        deterministic = not train or self.frozen_encoder
-        h, inter = decoder(
-            batch["input_ids"], **_decoder_inputs(batch), deterministic=deterministic
+    def __call__(self, batch, *, train: bool = False):
+        h, inter = super().__call__(
+            batch["input_ids"], **_decoder_inputs(batch), deterministic=not train
         )
-        lm = {"lm_hidden": h, "lm_embedding": decoder.output_embedding()}
-        if self.frozen_encoder:
-            h, inter, lm = jax.lax.stop_gradient((h, inter, lm))
-        return h, inter, lm
+        lm = {"lm_hidden": h, "lm_embedding": self.output_embedding()}
+        return h, {**inter, compose.OUTPUTS: lm}
 
 
-class GptForSequenceClassification(_GptTask):
-    """`<s> text <e>` / `<s> a $ b <e>` -> features at the extract token -> classifier."""
-
-    @nn.compact
-    def __call__(self, batch, *, train: bool = False):
-        h, inter, lm = self._decode(batch, train)
-        logits = heads.SentenceHead(
-            self.num_classes,
-            features=self.features,
-            dropout_rate=self.config.dropout_rate,
-            hidden_size=self.head_hidden,
-            name="classifier",
-        )(h, inter, deterministic=not train, extract=_last_token(batch))
-        return {"logits": logits, **lm}, inter
+def classifier(config: GptConfig, num_classes: int, **options) -> compose.EncoderWithHead:
+    """`<s> text <e>` / `<s> a $ b <e>` -> features at the extract token `<e>` (each row's last
+    real token) -> classifier. Options: features, head_hidden, frozen_encoder."""
+    return compose.transformer_task(
+        TaskEncoder(config), "sentence", num_classes, config.dropout_rate, position="last",
+        **options,
+    )  # fmt: skip
 
 
-class GptForTokenClassification(_GptTask):
+def tagger(config: GptConfig, num_classes: int, **options) -> compose.EncoderWithHead:
     """`<s> words <e>` -> each token's (left-context) state -> tag classifier [B, L, C]."""
+    return compose.transformer_task(
+        TaskEncoder(config), "tagging", num_classes, config.dropout_rate, **options
+    )
 
-    @nn.compact
-    def __call__(self, batch, *, train: bool = False):
-        h, inter, lm = self._decode(batch, train)
-        logits = heads.TaggingHead(
-            self.num_classes,
-            self.features,
-            self.config.dropout_rate,
-            self.head_hidden,
-            name="classifier",
-        )(h, inter, deterministic=not train)
-        return {"logits": logits, **lm}, inter
+
+CONFIG_KEYS = (
+    "vocab_size",
+    "max_position",
+    "dropout_rate",
+    "attention_dropout_rate",
+    "gelu",
+    "dtype",
+    "layer_norm_eps",
+    *SHAPE_KEYS,
+)
+
+
+def model_config(cfg) -> GptConfig:
+    """The GptConfig a config's model section names: model.size, model.variant, CONFIG_KEYS."""
+    if cfg.get("vocab_size", 0) is None:
+        raise ValueError(
+            "model.vocab_size is None (= the data vocabulary's size, filled in by "
+            "tlx.train); set it to build the model elsewhere"
+        )
+    overrides = {k: cfg[k] for k in CONFIG_KEYS if k in cfg}
+    return config_for_size(cfg.size, cfg.get("variant", "gpt2"), **overrides)

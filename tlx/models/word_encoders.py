@@ -1,9 +1,9 @@
 """Downstream models over a word-embedding table: the three ways to transfer an embedding layer.
 
-The table `embed/embedding` [V, D] is all a word2vec or GloVe run can hand on; the config says
-how it transfers (configs/embeddings/classify.py), which is Kim (2014)'s three CNN variants:
+The table `encoder/embed/embedding` [V, D] is all a word2vec or GloVe run can hand on; the
+config says how it transfers (configs/embeddings/classify.py), Kim (2014)'s three CNN variants:
   scratch   random init, trained with the rest          (CNN-rand)
-  frozen    pretrained vectors, never updated           (CNN-static; optim.frozen=['embed/.*'])
+  frozen    pretrained vectors, never updated (CNN-static; optim.frozen=['encoder/embed/.*'])
   finetune  pretrained vectors, trained with the rest   (CNN-non-static)
 The vectors are placed by `tlx.train` (transfer.init_vectors), never here.
 
@@ -27,6 +27,7 @@ import jax.numpy as jnp
 
 from tlx import heads
 from tlx.layers.embed import Embed
+from tlx.models import compose
 
 ENCODERS = ("bag", "cnn", "bilstm")
 TAGGER_ENCODERS = ("cnn", "bilstm")  # a bag has no per-token states
@@ -74,103 +75,95 @@ def masked_max(x: jnp.ndarray, mask: jnp.ndarray) -> jnp.ndarray:
 
 def embed_words(cfg: WordEncoderConfig, batch, train: bool):
     """(word vectors [B, L, D] with padding zeroed, the encoder's input after dropout, mask).
-    Called from the models' compact __call__, so the table is their `embed/embedding`."""
+    Called from a compact __call__, so the table is that module's `embed/embedding`."""
     table = Embed(cfg.vocab_size, cfg.embed_dim, embedding_init=scratch_init, name="embed")
     mask = batch["input_mask"].astype(bool)  # [B, L]
     words = table(batch["input_ids"]) * mask[..., None]  # [B, L, D]
     return words, nn.Dropout(cfg.embed_dropout)(words, deterministic=not train), mask
 
 
-class WordEncoder(nn.Module):
+def encode(cfg: WordEncoderConfig, x, mask, *, per_token: bool, deterministic: bool):
     """Word vectors x [B, L, D], mask [B, L] -> (per-token states [B, L, F] or None, sentence
-    vector [B, F'] or None). `per_token`: the tagger's states, no sentence pooling."""
+    vector [B, F'] or None). `per_token`: a tagger's states, no sentence pooling. Called from a
+    compact __call__, whose module holds the layers (conv{k}, bilstm or hidden)."""
+    if cfg.encoder == "cnn":
+        return _cnn(cfg, x, mask, per_token)
+    if cfg.encoder == "bilstm":
+        return _bilstm(cfg, x, mask, per_token)
+    if per_token:
+        raise ValueError(
+            f"model.encoder={cfg.encoder!r} has no per-token states; a tagger needs one "
+            f"of {TAGGER_ENCODERS}"
+        )
+    count = jnp.maximum(mask.sum(1, keepdims=True), 1)  # [B, 1]
+    mean = x.sum(1) / count  # [B, D]
+    h = nn.Dropout(cfg.dropout_rate)(mean, deterministic=deterministic)
+    h = heads.dense(cfg.hidden_size, ("embed", "mlp"), "hidden")(h)
+    return None, ACTIVATIONS[cfg.activation](h)  # [B, H]
+
+
+def _cnn(cfg: WordEncoderConfig, x, mask, per_token: bool):
+    outs = []
+    for k in cfg.widths:
+        conv = nn.Conv(cfg.filters, (k,), padding="SAME" if per_token else "VALID", name=f"conv{k}")
+        if per_token:
+            outs.append(nn.relu(conv(x)))  # [B, L, F]; padding is zeros, as at the edge
+        else:
+            # Right-pad k - 1 zeros: window t covers words t..t+k-1, there is one window per
+            # real word whatever the padded length, and a row shorter than k still has one.
+            padded = jnp.pad(x, ((0, 0), (0, k - 1), (0, 0)))
+            outs.append(masked_max(nn.relu(conv(padded)), mask))  # [B, F]
+    if per_token:
+        return jnp.concatenate(outs, -1) * mask[..., None], None  # [B, L, F * widths]
+    return None, jnp.concatenate(outs, -1)  # [B, F * widths]
+
+
+def _bilstm(cfg: WordEncoderConfig, x, mask, per_token: bool):
+    lengths = mask.sum(1).astype(jnp.int32)  # [B]; padding follows the words
+    # parent=None: each cell and RNN belongs to the module it is handed to, so the params
+    # read bilstm/forward_rnn/cell/... instead of flat OptimizedLSTMCell_N.
+    lstm = lambda: nn.RNN(nn.OptimizedLSTMCell(cfg.hidden_size, parent=None), parent=None)
+    rnn = nn.Bidirectional(lstm(), lstm(), return_carry=True, name="bilstm")
+    (fw, bw), states = rnn(x, seq_lengths=lengths)  # states [B, L, 2H]
+    states = states * mask[..., None]
+    if per_token:
+        return states, None
+    if cfg.pool == "final":  # LSTM carries are (c, h); each direction stops at the row's end
+        return states, jnp.concatenate([fw[1], bw[1]], -1)  # [B, 2H]
+    return states, masked_max(states, mask)  # [B, 2H]
+
+
+class TaskEncoder(nn.Module):
+    """(batch, *, train) -> (per-token states [B, L, F] (a bag or a sentence CNN: the word
+    vectors), {'hidden_states': [words, (states)], 'pooled': sentence vector [B, F']}), the
+    encoder interface of tlx.models.compose. Parameters: `embed/embedding` and the encoder's
+    layers side by side. `per_token`: a tagger's encoder (no sentence vector, 'SAME' windows)."""
 
     config: WordEncoderConfig
     per_token: bool = False
 
     @nn.compact
-    def __call__(self, x, mask, *, deterministic: bool):
-        cfg = self.config
-        if cfg.encoder == "cnn":
-            return self._cnn(x, mask)
-        if cfg.encoder == "bilstm":
-            return self._bilstm(x, mask)
-        if self.per_token:
-            raise ValueError(
-                f"model.encoder={cfg.encoder!r} has no per-token states; a tagger needs one "
-                f"of {TAGGER_ENCODERS}"
-            )
-        count = jnp.maximum(mask.sum(1, keepdims=True), 1)  # [B, 1]
-        mean = x.sum(1) / count  # [B, D]
-        h = nn.Dropout(cfg.dropout_rate)(mean, deterministic=deterministic)
-        h = heads.dense(cfg.hidden_size, ("embed", "mlp"), "hidden")(h)
-        return None, ACTIVATIONS[cfg.activation](h)  # [B, H]
-
-    def _cnn(self, x, mask):
-        cfg = self.config
-        outs = []
-        for k in cfg.widths:
-            padding = "SAME" if self.per_token else "VALID"
-            conv = nn.Conv(cfg.filters, (k,), padding=padding, name=f"conv{k}")
-            if self.per_token:
-                outs.append(nn.relu(conv(x)))  # [B, L, F]; padding is zeros, as at the edge
-            else:
-                # Right-pad k - 1 zeros: window t covers words t..t+k-1, there is one window per
-                # real word whatever the padded length, and a row shorter than k still has one.
-                padded = jnp.pad(x, ((0, 0), (0, k - 1), (0, 0)))
-                outs.append(masked_max(nn.relu(conv(padded)), mask))  # [B, F]
-        if self.per_token:
-            return jnp.concatenate(outs, -1) * mask[..., None], None  # [B, L, F * widths]
-        return None, jnp.concatenate(outs, -1)  # [B, F * widths]
-
-    def _bilstm(self, x, mask):
-        cfg = self.config
-        lengths = mask.sum(1).astype(jnp.int32)  # [B]; padding follows the words
-        # parent=None: each cell and RNN belongs to the module it is handed to, so the params
-        # read encoder/bilstm/forward_rnn/cell/... instead of flat OptimizedLSTMCell_N.
-        lstm = lambda: nn.RNN(nn.OptimizedLSTMCell(cfg.hidden_size, parent=None), parent=None)
-        rnn = nn.Bidirectional(lstm(), lstm(), return_carry=True, name="bilstm")
-        (fw, bw), states = rnn(x, seq_lengths=lengths)  # states [B, L, 2H]
-        states = states * mask[..., None]
-        if self.per_token:
-            return states, None
-        if cfg.pool == "final":  # LSTM carries are (c, h); each direction stops at the row's end
-            return states, jnp.concatenate([fw[1], bw[1]], -1)  # [B, 2H]
-        return states, masked_max(states, mask)  # [B, 2H]
-
-
-class WordClassifier(nn.Module):
-    """Sentence or pair classification from a word encoder's sentence vector -> logits [B, C]."""
-
-    config: WordEncoderConfig
-    num_classes: int
-
-    @nn.compact
     def __call__(self, batch, *, train: bool = False):
         words, x, mask = embed_words(self.config, batch, train)
-        states, pooled = WordEncoder(self.config, name="encoder")(x, mask, deterministic=not train)
-        logits = heads.ClassifierHead(
-            self.num_classes, self.config.dropout_rate, name="classifier"
-        )(pooled, deterministic=not train)
-        hidden = [words] if states is None else [words, states]
-        return {"logits": logits}, {"hidden_states": hidden, "pooled": pooled}
+        states, pooled = encode(
+            self.config, x, mask, per_token=self.per_token, deterministic=not train
+        )
+        inter = {"hidden_states": [words] if states is None else [words, states]}
+        if pooled is not None:
+            inter["pooled"] = pooled
+        return (words if states is None else states), inter
 
 
-class WordTagger(nn.Module):
+def classifier(config: WordEncoderConfig, num_classes: int) -> compose.EncoderWithHead:
+    """Sentence or pair classification from the encoder's sentence vector -> logits [B, C]."""
+    head = heads.SentenceHead(num_classes, "pooled", config.dropout_rate)
+    return compose.EncoderWithHead(TaskEncoder(config), head)
+
+
+def tagger(config: WordEncoderConfig, num_classes: int) -> compose.EncoderWithHead:
     """Token tagging from a cnn / bilstm encoder's per-token states -> logits [B, L, C]."""
-
-    config: WordEncoderConfig
-    num_classes: int
-
-    @nn.compact
-    def __call__(self, batch, *, train: bool = False):
-        words, x, mask = embed_words(self.config, batch, train)
-        encoder = WordEncoder(self.config, per_token=True, name="encoder")
-        states, _ = encoder(x, mask, deterministic=not train)  # [B, L, F]
-        logits = heads.TaggingHead(
-            self.num_classes, "last", self.config.dropout_rate, name="classifier"
-        )(states, {}, deterministic=not train)  # [B, L, C]
-        return {"logits": logits}, {"hidden_states": [words, states]}
+    head = heads.TaggingHead(num_classes, "last", config.dropout_rate)
+    return compose.EncoderWithHead(TaskEncoder(config, per_token=True), head)
 
 
 def encoder_config(cfg) -> WordEncoderConfig:
@@ -182,12 +175,11 @@ def encoder_config(cfg) -> WordEncoderConfig:
     return WordEncoderConfig(**kw)
 
 
-def build(cfg) -> nn.Module:
-    """`word_classifier` / `word_tagger` from a config's model section."""
+def model_config(cfg) -> WordEncoderConfig:
+    """The WordEncoderConfig of a config's model section (vocab_size set by then)."""
     if cfg.get("vocab_size") is None:
         raise ValueError(
             "model.vocab_size is None (= the data vocabulary's size, filled in by tlx.train); "
             "set it to build the model elsewhere"
         )
-    model = {"word_classifier": WordClassifier, "word_tagger": WordTagger}[cfg.name]
-    return model(encoder_config(cfg), cfg.num_classes)
+    return encoder_config(cfg)
