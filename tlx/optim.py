@@ -1,7 +1,10 @@
-"""Optimizer from config: AdamW, warmup + linear decay, clipping, frozen params by regex.
+"""Optimizer from config: AdamW, warmup + linear decay, clipping, frozen params by regex; and
+the train step each optimizer needs.
 
 Transfer settings live here as regexes over '/'-joined parameter paths (big_vision style):
 `optim.frozen = ['encoder/.*']` freezes the encoder; an ablation is a one-line config diff.
+Every optimizer honours it: the dense ones through `optax.multi_transform`, the row-sparse
+ones by never touching a frozen table (tlx.sparse).
 """
 
 import re
@@ -52,42 +55,89 @@ def _decays(path: str) -> bool:
     return leaf.endswith("kernel") or leaf == "embedding"
 
 
+def frozen_paths(cfg: ml_collections.ConfigDict, params) -> frozenset[str]:
+    """The paths of `params` that some `optim.frozen` regex fullmatches."""
+    paths = jax.tree.leaves(tree_paths(params))
+    regexes = [re.compile(r) for r in cfg.get("frozen", [])]
+    for rx in regexes:
+        # A typo would otherwise silently train what the config means to keep fixed.
+        if not any(rx.fullmatch(p) for p in paths):
+            raise ValueError(f"optim.frozen regex {rx.pattern!r} matches no parameter")
+    return frozenset(p for p in paths if any(rx.fullmatch(p) for rx in regexes))
+
+
+def with_frozen(
+    tx: optax.GradientTransformation, frozen: frozenset[str], params
+) -> optax.GradientTransformation:
+    """`tx` for every parameter outside `frozen`; zero updates (and no state) for those in it."""
+    if not frozen:  # unwrapped, so the optimizer state keeps its usual (checkpointed) structure
+        return tx
+    labels = jax.tree.map(lambda p: "frozen" if p in frozen else "train", tree_paths(params))
+    return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
+
+
 def make_optimizer(cfg: ml_collections.ConfigDict, params, total_steps: int):
-    """Returns (optax transformation, schedule). `params` only supplies the tree structure.
+    """Returns (optax transformation or tlx.sparse.SparseOptimizer, schedule). `params` only
+    supplies the tree structure (the paths `optim.frozen` matches).
 
     `name`: adamw (default); sgd / adagrad (dense; word-embedding baselines); sparse_sgd /
     sparse_adagrad (row-sparse updates of embedding tables, see tlx.sparse)."""
     schedule = learning_rate_schedule(cfg, total_steps)
     name = cfg.get("name", "adamw")
-    if name in sparse.NAMES:
-        return sparse.make_optimizer(cfg, schedule), schedule
-    if name == "sgd":
-        return optax.sgd(schedule), schedule
-    if name == "adagrad":
-        acc = cfg.get("initial_accumulator", 1.0)
-        return optax.adagrad(schedule, initial_accumulator_value=acc, eps=0.0), schedule
-    if name != "adamw":
+    known = ("adamw", "sgd", "adagrad", *sparse.NAMES)
+    if name not in known:
         raise ValueError(f"unknown optim.name {name!r}: adamw, sgd, adagrad or {sparse.NAMES}")
-    paths = tree_paths(params)
-    frozen = [re.compile(r) for r in cfg.get("frozen", [])]
-    for rx in frozen:
-        if not any(rx.fullmatch(p) for p in jax.tree.leaves(paths)):
-            raise ValueError(f"optim.frozen regex {rx.pattern!r} matches no parameter")
-    labels = jax.tree.map(
-        lambda p: "frozen" if any(rx.fullmatch(p) for rx in frozen) else "train", paths
-    )
-    train = optax.chain(
-        optax.clip_by_global_norm(cfg.grad_clip) if cfg.grad_clip else optax.identity(),
-        optax.adamw(
-            schedule,
-            b1=cfg.b1,
-            b2=cfg.b2,
-            eps=cfg.eps,
-            weight_decay=cfg.weight_decay,
-            mask=lambda tree: jax.tree.map(_decays, tree_paths(tree)),
-        ),
-    )
-    if not frozen:
-        return train, schedule
-    tx = optax.multi_transform({"train": train, "frozen": optax.set_to_zero()}, labels)
-    return tx, schedule
+    frozen = frozen_paths(cfg, params)
+    if name in sparse.NAMES:
+        return sparse.make_optimizer(cfg, schedule, frozen), schedule
+    if name == "sgd":
+        tx = optax.sgd(schedule)
+    elif name == "adagrad":
+        acc = cfg.get("initial_accumulator", 1.0)
+        tx = optax.adagrad(schedule, initial_accumulator_value=acc, eps=0.0)
+    else:
+        tx = optax.chain(
+            optax.clip_by_global_norm(cfg.grad_clip) if cfg.grad_clip else optax.identity(),
+            optax.adamw(
+                schedule,
+                b1=cfg.b1,
+                b2=cfg.b2,
+                eps=cfg.eps,
+                weight_decay=cfg.weight_decay,
+                mask=lambda tree: jax.tree.map(_decays, tree_paths(tree)),
+            ),
+        )
+    return with_frozen(tx, frozen, params), schedule
+
+
+def make_train_step(model, objective, tx, schedule: optax.Schedule):
+    """(state, batch) -> (state, metrics), the step `tx` needs: row-sparse for a
+    tlx.sparse.SparseOptimizer, value_and_grad + `tx.update` otherwise. `state` is any
+    flax.struct dataclass with fields step, params, opt_state, rng; metrics are the
+    objective's plus "lr" (the learning rate this step applied) and "grad_norm"."""
+    if isinstance(tx, sparse.SparseOptimizer):
+        if tx.schedule is not schedule:
+            # The sparse step applies and reports tx.schedule: a different one would be ignored.
+            raise ValueError(f"{tx.name}: schedule differs from the optimizer's own schedule")
+        return sparse.make_train_step(model, objective, tx)
+    return _dense_train_step(model, objective, tx, schedule)
+
+
+def _dense_train_step(model, objective, tx: optax.GradientTransformation, schedule):
+    def train_step(state, batch):
+        dropout_rng = jax.random.fold_in(state.rng, state.step)
+
+        def loss_fn(params):
+            outputs, _ = model.apply(
+                {"params": params}, batch, train=True, rngs={"dropout": dropout_rng}
+            )
+            return objective(outputs, batch)
+
+        (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {**metrics, "lr": schedule(state.step), "grad_norm": optax.global_norm(grads)}
+        new = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+        return new, metrics
+
+    return train_step

@@ -11,6 +11,10 @@ Optimizers (`optim.name`):
   sparse_sgd      row -= lr * g (word2vec: lr decays linearly with progress);
   sparse_adagrad  acc starts at `initial_accumulator` (glove.c: 1); row -= lr * g / sqrt(acc);
                   then acc += g^2, both per occurrence, as glove.c updates entry by entry.
+
+Frozen tables (`optim.frozen`, resolved by tlx.optim to table names) get no row updates and
+keep no accumulator; their rows are still differentiated, so "grad_norm" counts them as the
+dense step's does.
 """
 
 import dataclasses
@@ -31,11 +35,17 @@ class SparseOptimizer:
     schedule: optax.Schedule
     initial_accumulator: float = 1.0
     duplicates: str = "sum"  # sum | mean | sqrt: how a row seen n times in a batch is updated
+    frozen: frozenset[str] = frozenset()  # table names that are never updated
 
     def init(self, params):
         if self.name == "sparse_sgd":  # stateless; the count keeps the state a checkpointable tree
             return {"count": jnp.zeros([], jnp.int32)}
-        return jax.tree.map(lambda p: jnp.full_like(p, self.initial_accumulator), params)
+        acc = self.initial_accumulator
+        return {
+            name: jax.tree.map(lambda p: jnp.full_like(p, acc), table)
+            for name, table in params.items()
+            if name not in self.frozen
+        }
 
     def update(self, *args, **kwargs):
         raise TypeError(f"{self.name} updates rows through tlx.sparse.make_train_step")
@@ -46,6 +56,8 @@ class SparseOptimizer:
         if "count" in opt_state:
             opt_state["count"] = opt_state["count"] + 1
         for name, rows in idx.items():
+            if name in self.frozen:
+                continue
             flat = rows.reshape(-1)  # [N]
             g = grads[name].reshape(flat.shape[0], *params[name].shape[1:])  # [N, ...]
             if self.duplicates != "sum":
@@ -61,11 +73,16 @@ class SparseOptimizer:
         return params, opt_state
 
 
-def make_optimizer(cfg, schedule: optax.Schedule) -> SparseOptimizer:
+def make_optimizer(cfg, schedule: optax.Schedule, frozen=frozenset()) -> SparseOptimizer:
+    """`frozen`: the parameter paths `optim.frozen` matched (tlx.optim.frozen_paths)."""
     if cfg.name not in NAMES:
         raise ValueError(f"optim.name={cfg.name!r} is not a sparse optimizer {NAMES}")
     return SparseOptimizer(
-        cfg.name, schedule, cfg.get("initial_accumulator", 1.0), cfg.get("duplicates", "sum")
+        cfg.name,
+        schedule,
+        cfg.get("initial_accumulator", 1.0),
+        cfg.get("duplicates", "sum"),
+        frozenset(frozen),
     )
 
 
