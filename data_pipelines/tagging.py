@@ -148,45 +148,11 @@ def read_conllu(path: str | pathlib.Path, tags: Sequence[str] = UPOS_TAGS):
     return _read_sentences(path, tags, _parse_conllu)
 
 
-@dataclasses.dataclass(frozen=True)
-class Corpus:
-    directory: str  # under $TLX_DATA_DIR/tagging
-    split_files: Mapping[str, str]
-    tags: tuple[str, ...]
-    reader: Callable[[pathlib.Path, Sequence[str]], list[Sentence]]
-
-
-CORPORA = {
-    "conll2003_ner": Corpus(
-        "conll2003",
-        {"train": "train.txt", "validation": "valid.txt", "test": "test.txt"},
-        CONLL2003_TAGS,
-        read_conll2003,
-    ),
-    "wnut17_ner": Corpus(
-        "wnut17",
-        {"train": "train.conll", "validation": "dev.conll", "test": "test.conll"},
-        WNUT17_TAGS,
-        read_wnut17,
-    ),
-    "ud_ewt_upos": Corpus(
-        "ud_ewt",
-        {
-            "train": "en_ewt-ud-train.conllu.gz",
-            "validation": "en_ewt-ud-dev.conllu",
-            "test": "en_ewt-ud-test.conllu",
-        },
-        UPOS_TAGS,
-        read_conllu,
-    ),
-}
-
-
 def split_file(base: str, split: str, data_dir=None) -> pathlib.Path:
     corpus = CORPORA[base]
     if split not in corpus.split_files:
         raise ValueError(f"{base} split must be one of {tuple(corpus.split_files)}, got {split!r}")
-    return paths.data_dir(data_dir) / "tagging" / corpus.directory / corpus.split_files[split]
+    return paths.data_dir(data_dir) / corpus.info.data / corpus.split_files[split]
 
 
 @functools.cache
@@ -394,17 +360,18 @@ def _checked(targets, predictions) -> tuple[list[list[str]], list[list[str]]]:
 def _token_accuracy(targets: list[list[str]], predictions: list[list[str]]) -> float:
     total = sum(len(t) for t in targets)
     correct = sum(a == b for t, p in zip(targets, predictions) for a, b in zip(t, p))
-    return 100.0 * correct / total if total else 0.0
+    return correct / total if total else 0.0
 
 
 def entity_metrics(targets, predictions) -> dict[str, float]:
-    """Entity-level precision/recall/F1 (seqeval, conlleval-compatible) and token accuracy, in %.
+    """Entity-level precision/recall/F1 (seqeval, conlleval-compatible) and token accuracy, as
+    fractions in [0, 1] (tables show them x 100, in percent).
 
     targets, predictions: one list of tag names per sentence.
     """
     targets, predictions = _checked(targets, predictions)
     scores = {
-        name: 100.0 * float(fn(targets, predictions, zero_division=0))
+        name: float(fn(targets, predictions, zero_division=0))
         for name, fn in (
             ("precision", seqeval_metrics.precision_score),
             ("recall", seqeval_metrics.recall_score),
@@ -415,11 +382,74 @@ def entity_metrics(targets, predictions) -> dict[str, float]:
 
 
 def tag_accuracy(targets, predictions) -> dict[str, float]:
-    """Word-level tag accuracy in %; targets, predictions: one list of tag names per sentence."""
+    """Word-level tag accuracy, a fraction in [0, 1]; targets, predictions: one list of tag
+    names per sentence."""
     return {"accuracy": _token_accuracy(*_checked(targets, predictions))}
 
 
 # ---------------------------------------------------------------------------- registry
+
+
+@dataclasses.dataclass(frozen=True)
+class Corpus:
+    """A tagging task's registry entry: what it is (info: tags = labels, metric, default
+    seq_len, data folder), its split files under info.data, and the reader of one file."""
+
+    info: sources.TaskInfo
+    split_files: Mapping[str, str]
+    reader: Callable[[pathlib.Path, Sequence[str]], list[Sentence]]
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        return self.info.labels
+
+
+CORPORA = {
+    "conll2003_ner": Corpus(
+        sources.TaskInfo(
+            "tagging",
+            CONLL2003_TAGS,
+            entity_metrics,
+            "f1",
+            seq_len=128,
+            title="CoNLL-2003 NER",
+            data="tagging/conll2003",
+        ),
+        {"train": "train.txt", "validation": "valid.txt", "test": "test.txt"},
+        read_conll2003,
+    ),
+    "wnut17_ner": Corpus(
+        sources.TaskInfo(
+            "tagging",
+            WNUT17_TAGS,
+            entity_metrics,
+            "f1",
+            seq_len=64,
+            title="WNUT-17 emerging-entity NER",
+            data="tagging/wnut17",
+        ),
+        {"train": "train.conll", "validation": "dev.conll", "test": "test.conll"},
+        read_wnut17,
+    ),
+    "ud_ewt_upos": Corpus(
+        sources.TaskInfo(
+            "tagging",
+            UPOS_TAGS,
+            tag_accuracy,
+            "accuracy",
+            seq_len=128,
+            title="UD English-EWT UPOS",
+            data="tagging/ud_ewt",
+        ),
+        {
+            "train": "en_ewt-ud-train.conllu.gz",
+            "validation": "en_ewt-ud-dev.conllu",
+            "test": "en_ewt-ud-test.conllu",
+        },
+        read_conllu,
+    ),
+}
+
 
 # The ClassLabel names of TFDS conll2003 `ner` (tensorflow_datasets 4.9:
 # core/dataset_builders/conll/conll_dataset_builder_utils.NER_TAGS). Today they equal
@@ -477,11 +507,10 @@ def _register(
     )
 
 
-INFOS = {
-    "conll2003_ner": sources.TaskInfo("tagging", CONLL2003_TAGS, entity_metrics, "f1"),
-    "wnut17_ner": sources.TaskInfo("tagging", WNUT17_TAGS, entity_metrics, "f1"),
-    "ud_ewt_upos": sources.TaskInfo("tagging", UPOS_TAGS, tag_accuracy, "accuracy"),
-    "conll2003_ner_tfds": sources.TaskInfo("tagging", CONLL2003_TAGS, entity_metrics, "f1"),
-}
-for _base, _info in INFOS.items():
+TFDS_INFO = dataclasses.replace(
+    CORPORA["conll2003_ner"].info,
+    title="conll2003_ner read from TFDS",
+    data=f"tfds:{TFDS_CONLL2003}",
+)
+for _base, _info in [*((b, c.info) for b, c in CORPORA.items()), ("conll2003_ner_tfds", TFDS_INFO)]:
     sources.add_base(_base, _info, functools.partial(_register, base=_base, info=_info))

@@ -7,7 +7,9 @@ finetune}, each an ordinary `tlx.train` run of configs/embeddings/classify.py sc
 
 Rows are `INIT MODE` (INIT: glove6b, or the basename of a tlx word2vec / GloVe run dir), columns
 the tasks; a cell is the run's best dev evaluation of the task's primary metric (accuracy, span
-F1 for NER), evaluated every epoch (twice when --max_steps makes a run shorter than an epoch).
+F1 for NER) in percent, evaluated every epoch (twice when --max_steps makes a run shorter than
+an epoch); results.json records the metrics as fractions, with the cell's "units" (see
+table_common).
 `scratch` uses INIT's vocabulary and dimension with random vectors, so each row triple differs
 only in the embedding layer's init and freezing. Runs go to WORKDIR/INIT/MODE/TASK;
 WORKDIR/results.json holds every run's metrics, wall time and settings, and finished cells are
@@ -23,7 +25,7 @@ import table_common
 from absl import app, flags
 
 from configs.embeddings import classify
-from tlx import train
+from tlx import metrics
 
 TASKS = table_common.TASKS
 flags.DEFINE_list("tasks", ["sst2", "trec", "conll2003_ner"], f"Tasks (columns), of {TASKS}.")
@@ -54,10 +56,8 @@ def _config(task: str, init: str, mode: str):
 
 def main(argv) -> None:
     del argv
-    train.quiet_logs()
-    unknown = sorted(set(FLAGS.tasks) - set(TASKS))
-    if unknown:
-        raise app.UsageError(f"--tasks: unknown {unknown}; expected some of {TASKS}")
+    metrics.quiet_logs()
+    table_common.check_tasks(FLAGS.tasks, app.UsageError)
     labels = [init_label(i) for i in FLAGS.inits]
     if len(set(labels)) != len(labels):
         raise app.UsageError(f"--inits {FLAGS.inits} share a row label {labels}; rename a dir")

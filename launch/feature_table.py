@@ -8,8 +8,9 @@ layer, ELMo scalar mix}, each an ordinary `tlx.train` run scored on dev.
 Every row feeds the same task model (a BiLSTM, max-pooled for sentences, per token for tagging;
 tlx.models.contextual) and differs only in its frozen input features: configs/cove/finetune.py
 (features scratch | glove | glove+cove) and configs/elmo/finetune.py (mix last | all). A cell is
-the run's best dev evaluation of the task's primary metric. Runs go to WORKDIR/ROW/TASK;
-WORKDIR/results.json keeps every run's metrics, wall time and settings, and finished cells are
+the run's best dev evaluation of the task's primary metric, in percent. Runs go to
+WORKDIR/ROW/TASK; WORKDIR/results.json keeps every run's metrics (fractions, with the cell's
+"units"; see table_common), wall time and settings, and finished cells are
 skipped on a rerun. Resume checkpoints are deleted after each run (best dev params stay).
 """
 
@@ -21,7 +22,7 @@ from absl import app, flags
 
 from configs.cove import finetune as cove_finetune
 from configs.elmo import finetune as elmo_finetune
-from tlx import train
+from tlx import metrics
 
 TASKS = table_common.TASKS
 ROWS = ("scratch", "glove", "glove+cove", "elmo_last", "elmo_all")
@@ -52,11 +53,11 @@ def _config(task: str, row: str):
 
 def main(argv) -> None:
     del argv
-    train.quiet_logs()
-    for given, allowed, name in ((FLAGS.tasks, TASKS, "tasks"), (FLAGS.rows, ROWS, "rows")):
-        unknown = sorted(set(given) - set(allowed))
-        if unknown:
-            raise app.UsageError(f"--{name}: unknown {unknown}; expected some of {allowed}")
+    metrics.quiet_logs()
+    table_common.check_tasks(FLAGS.tasks, app.UsageError)
+    unknown = sorted(set(FLAGS.rows) - set(ROWS))
+    if unknown:
+        raise app.UsageError(f"--rows: unknown {unknown}; expected some of {ROWS}")
     os.makedirs(FLAGS.workdir, exist_ok=True)
     path = os.path.join(FLAGS.workdir, "results.json")
     results = json.load(open(path)) if os.path.exists(path) else {}

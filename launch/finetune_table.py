@@ -10,11 +10,13 @@ converted real weights}, each an ordinary `tlx.train` finetuning run scored on t
       --workdir=runs/gpt/table
 
 Rows: `pretrained` finetunes the tlx checkpoint (its size and vocabulary); `scratch` is the same
-config with no init; `converted` finetunes the imported HF checkpoint. Every run uses the
-task's recipe config (configs/{bert,gpt}/finetune.py, by --family) with the lr / batch / epochs
+config from scratch at that checkpoint's shape and vocabulary (`init=DIR,scratch`); `converted`
+finetunes the imported HF checkpoint. Every run uses the task's recipe config
+(configs/{bert,gpt}/finetune.py, by --family) with the lr / batch / epochs
 given here; `--max_steps` caps a run's steps (fewer epochs) for a CPU budget. The table
-reports each run's best dev evaluation (evaluated every epoch, or twice when a run is shorter
-than an epoch) and its wall time; results.json holds everything. With --family=gpt every row
+reports each run's best dev evaluation in percent (evaluated every epoch, or twice when a run
+is shorter than an epoch) and its wall time; results.json holds everything (task metrics as
+fractions, each cell with its "units"; see table_common). With --family=gpt every row
 runs once per --lm_coefs value (lambda of GPT-1's auxiliary LM loss), as rows `ROW lm=LAMBDA`.
 """
 
@@ -27,10 +29,10 @@ from absl import app, flags
 
 from configs.bert import finetune as bert_finetune
 from configs.gpt import finetune as gpt_finetune
-from tlx import train
+from tlx import metrics, train
 
 TASKS = table_common.TASKS
-flags.DEFINE_list("tasks", list(TASKS), "Tasks (columns).")
+flags.DEFINE_list("tasks", list(TASKS), "Tasks (columns); see `python -m tlx.tasks list`.")
 flags.DEFINE_list("rows", ["pretrained", "scratch", "converted"], "Rows to run.")
 flags.DEFINE_string("pretrained", "runs/demo/pretrain", "tlx pretraining run for `pretrained`.")
 flags.DEFINE_string("converted", "runs/minilm", "`tlx.convert import-hf` dir for `converted`.")
@@ -52,14 +54,14 @@ def _config(task: str, row: str, lm_coef: str | None):
         "converted": FLAGS.converted,
     }
     arg = f"task={task},init={init[row]},batch={FLAGS.batch},epochs={FLAGS.epochs}"
+    if row == "scratch":  # same shape and vocabulary as `pretrained`, fresh weights
+        arg += ",scratch"
     if FLAGS.lr:
         arg += f",lr={FLAGS.lr}"
     if lm_coef is not None:
         arg += f",lm_coef={lm_coef}"
     cfg = (gpt_finetune if FLAGS.family == "gpt" else bert_finetune).get_config(arg)
     cfg.unlock()
-    if row == "scratch":  # same shape and vocabulary as `pretrained`, fresh weights
-        cfg.transfer.init_from = ""
     if FLAGS.max_seq_len:
         cfg.data.seq_len = min(cfg.data.seq_len, FLAGS.max_seq_len)
     table_common.cap_epochs(cfg, FLAGS.epochs, FLAGS.max_steps, FLAGS.batch)
@@ -68,7 +70,8 @@ def _config(task: str, row: str, lm_coef: str | None):
 
 def main(argv) -> None:
     del argv
-    train.quiet_logs()
+    table_common.check_tasks(FLAGS.tasks, app.UsageError)
+    metrics.quiet_logs()
     os.makedirs(FLAGS.workdir, exist_ok=True)
     path = os.path.join(FLAGS.workdir, "results.json")
     results = json.load(open(path)) if os.path.exists(path) else {}
@@ -83,14 +86,14 @@ def main(argv) -> None:
             start = time.time()
             run_dir = os.path.join(FLAGS.workdir, name.replace(" ", "_"), task)
             final = train.train_and_evaluate(cfg, run_dir)
-            results[key] = {
-                "seconds": time.time() - start,
-                "steps": cfg.train.steps if not cfg.train.epochs else None,
-                "epochs": cfg.train.epochs,
-                "seq_len": cfg.data.seq_len,
-                "lr": cfg.optim.lr,
-                **final,
-            }
+            results[key] = table_common.cell(
+                final,
+                seconds=time.time() - start,
+                steps=cfg.train.steps if not cfg.train.epochs else None,
+                epochs=cfg.train.epochs,
+                seq_len=cfg.data.seq_len,
+                lr=cfg.optim.lr,
+            )
             with open(path, "w") as f:
                 json.dump(results, f, indent=2)
     print(table_common.markdown_table(results))

@@ -34,18 +34,10 @@ def _shard_plan(cfg: ml_collections.ConfigDict, global_batch: int) -> tuple[list
     return list(range(p * k, (p + 1) * k)), shards, global_batch // shards
 
 
-@functools.cache
-def _char_table(vocab_spec: str) -> np.ndarray:
-    from data_pipelines import chars, vocabularies
-
-    tokens = vocabularies.id_to_token(vocabularies.get_vocabulary(vocab_spec))
-    return chars.char_table(tokens)
-
-
 def _dataset(cfg, split: str, seed: int, shard: int, num_shards: int, repeat: bool, shuffle: bool):
-    """The task's examples; `data.char_ids` adds ELMo's `char_ids` [L, 50] (the characters of
-    each input token, data_pipelines.chars), so any word-vocabulary task can feed a biLM."""
-    ds = data_pipelines.get_dataset(
+    """The task's examples, with every feature its variant makes (ELMo's `char_ids` [L, 50] are
+    the task option `data.options.char_ids`, added by the task itself: data_pipelines.chars)."""
+    return data_pipelines.get_dataset(
         cfg.data.task_name,
         split=split,
         seq_len=cfg.data.seq_len,
@@ -55,11 +47,6 @@ def _dataset(cfg, split: str, seed: int, shard: int, num_shards: int, repeat: bo
         num_shards=num_shards,
         num_epochs=None if repeat else 1,
     )
-    if cfg.data.get("char_ids", False):
-        from data_pipelines import chars
-
-        ds = chars.add_char_ids(ds, _char_table(cfg.data.vocab))
-    return ds
 
 
 def data_shards(cfg, global_batch: int) -> int:

@@ -1,12 +1,17 @@
 """ELMo character ids: the byte mapping, truncation, the specials, the vectorised vocabulary
-table and the tf.data gather."""
+table, the tf.data gather, and the `char_ids=True` task variants (tasks.get_task_name) that
+add them, on the real data."""
 
+import itertools
 import time
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
-from data_pipelines import chars
+import data_pipelines
+from configs.elmo import pretrain as elmo_pretrain
+from data_pipelines import chars, tasks, vocabularies
 from data_pipelines.words import SPECIALS
 
 
@@ -70,3 +75,104 @@ def test_add_char_ids_matches_numpy_gather():
         np.testing.assert_array_equal(row["other"], want * 2)
     (batch,) = chars.add_char_ids(ds.batch(2), table, out="chars").as_numpy_iterator()
     np.testing.assert_array_equal(batch["chars"], table[ids])
+
+
+# ---------------------------------------------------------------------------- task variants
+
+
+def _rows(task_name, split, seq_len, n, **kw):
+    ds = data_pipelines.get_dataset(
+        task_name, split=split, seq_len=seq_len, seed=0, shuffle=False, num_epochs=1, **kw
+    )
+    return ds.element_spec, list(itertools.islice(ds.as_numpy_iterator(), n))
+
+
+def _assert_spelled(rows, vocab_spec, seq_len):
+    """Each row's char_ids are token_char_ids of its input tokens' vocabulary pieces."""
+    tokens = vocabularies.id_to_token(vocabularies.get_vocabulary(vocab_spec))
+    for row in rows:
+        assert row["char_ids"].shape == (seq_len, chars.MAX_CHARS)
+        assert row["char_ids"].dtype == np.int32
+        want = np.stack([chars.token_char_ids(tokens[i]) for i in row["input_ids"]])
+        np.testing.assert_array_equal(row["char_ids"], want)
+
+
+def _assert_same_besides_chars(with_chars, plain):
+    assert len(with_chars) == len(plain) > 0
+    for a, b in zip(with_chars, plain, strict=True):
+        assert set(a) == {*b, "char_ids"}
+        for k in b:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+@pytest.mark.parametrize(
+    "base, vocab, split, seq_len",
+    [
+        ("sst2", "bert_uncased", "validation", 32),
+        ("conll2003_ner", "words:glove6b", "validation", 24),
+        ("bert_pretrain", "bert_uncased", "validation", 64),  # masked ids: after masking
+    ],
+)
+def test_char_ids_variant_spells_input_tokens(base, vocab, split, seq_len):
+    extra = {"seq_len": seq_len} if base == "bert_pretrain" else {}
+    plain = data_pipelines.get_task_name(base, vocab=vocab, **extra)
+    name = data_pipelines.get_task_name(base, vocab=vocab, char_ids=True, **extra)
+    assert name != plain and name.startswith(f"{base}__")
+    assert data_pipelines.get_task_name(base, vocab=vocab, char_ids=False, **extra) == plain
+    assert data_pipelines.get_task_name(base, vocab=vocab, char_ids=True, **extra) == name
+    spec, rows = _rows(name, split, seq_len, 16)
+    assert spec["char_ids"].shape == (seq_len, chars.MAX_CHARS)
+    feature = tasks.seqio.get_mixture_or_task(name).output_features["char_ids"]
+    assert feature.rank == 2 and feature.vocabulary.vocab_size == chars.CHAR_VOCAB_SIZE
+    _assert_spelled(rows, vocab, seq_len)
+    # Everything else is the plain variant's, masks (seqio's per-preprocessor seeds) included.
+    _assert_same_besides_chars(rows, _rows(plain, split, seq_len, 16)[1])
+    if base == "bert_pretrain":
+        mask_id = vocabularies.special_ids(vocabularies.get_vocabulary(vocab)).mask
+        assert any((r["input_ids"] == mask_id).any() for r in rows)
+    else:
+        assert data_pipelines.downstream_info(name) == data_pipelines.downstream_info(base)
+
+
+def test_elmo_config_reads_char_ids_through_the_task():
+    """configs/elmo/pretrain.py sets data.options.char_ids; its task (causal_lm over the
+    corpus words) keeps char ids when get_dataset routes to the variant for seq_len."""
+    cfg = elmo_pretrain.get_config("runlocal=True")
+    assert cfg.data.options.char_ids is True and "char_ids" not in cfg.data
+    name = data_pipelines.get_task_name(cfg.data.task, vocab=cfg.data.vocab, **cfg.data.options)
+    assert name != data_pipelines.get_task_name(cfg.data.task, vocab=cfg.data.vocab)
+    spec, rows = _rows(name, "validation", cfg.data.seq_len, 8)
+    assert spec["char_ids"].shape == (cfg.data.seq_len, chars.MAX_CHARS)
+    _assert_spelled(rows, cfg.data.vocab, cfg.data.seq_len)
+    plain = data_pipelines.get_task_name(cfg.data.task, vocab=cfg.data.vocab)
+    _assert_same_besides_chars(rows, _rows(plain, "validation", cfg.data.seq_len, 8)[1])
+
+
+def test_char_ids_mixture():
+    plain = data_pipelines.get_task_name(tasks.MIXTURE)
+    name = data_pipelines.get_task_name(tasks.MIXTURE, char_ids=True)
+    assert name != plain and name.startswith(f"{tasks.MIXTURE}__")
+    assert data_pipelines.get_task_name(tasks.MIXTURE, char_ids=True) == name
+    members, plain_members = tasks.mixture_members(name), tasks.mixture_members(plain)
+    assert [b for _, b in members] == [b for _, b in plain_members]
+    rates = tasks.seqio.MixtureRegistry.get(name).rate_per_task_name
+    plain_rates = tasks.seqio.MixtureRegistry.get(plain).rate_per_task_name
+    assert [rates[m] for m, _ in members] == [plain_rates[m] for m, _ in plain_members]
+    assert data_pipelines.downstream_info(name) == data_pipelines.downstream_info(plain)
+    assert tasks.split_files(name, "train") == tasks.split_files(plain, "train")
+    spec, rows = _rows(name, "train", 32, 8)
+    assert spec["char_ids"].shape == (32, chars.MAX_CHARS) and "task_id" in spec
+    _assert_spelled(rows, "bert_uncased", 32)
+
+
+def test_char_ids_rejected_where_there_are_no_input_ids():
+    with pytest.raises(ValueError, match="no input_ids"):
+        data_pipelines.get_task_name("skipgram", char_ids=True)
+    with pytest.raises(TypeError, match="char_ids must be True or False"):
+        data_pipelines.get_task_name("sst2", char_ids="yes")
+
+
+def test_vocab_table_built_once_and_read_only():
+    table = chars.vocab_char_table("bert_uncased")
+    assert table is chars.vocab_char_table("bert_uncased") and not table.flags.writeable
+    assert table.shape == (vocabularies.get_vocabulary("bert_uncased").vocab_size, 50)

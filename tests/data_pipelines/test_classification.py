@@ -1,7 +1,9 @@
-"""Sentence and pair classification (sst2, trec, mrpc, rte) and their mixture, on the real files."""
+"""Sentence and pair classification (sst2, sst5, trec, ag_news, mrpc, rte) and their mixture,
+on the real files."""
 
 import collections
 import functools
+import hashlib
 
 import numpy as np
 import pytest
@@ -16,7 +18,9 @@ from data_pipelines.corpus import CorpusFormatError
 SEQ_LEN = 48
 COUNTS = {
     "sst2": {"train": 6920, "validation": 872, "test": 1821},
+    "sst5": {"train": 8544, "validation": 1101, "test": 2210},
     "trec": {"train": 5452 - 545, "validation": 545, "test": 500},
+    "ag_news": {"train": 7600 - 1600, "validation": 800, "test": 800},  # one file, 1,900 a class
     "mrpc": {"train": 4076 - 408, "validation": 408, "test": 1725},
     "rte": {"train": 2490, "validation": 277},
 }
@@ -47,26 +51,71 @@ def test_split_counts_and_label_balance():
             assert len(freq) == info.num_classes and freq.min() > 0, (task, split, freq)
             if info.num_classes == 2:
                 assert 0.3 < freq[1] < 0.7, (task, split, freq)
-        if task in ("trec", "mrpc"):  # a carved dev set looks like the rest of train
-            train = np.bincount(labels["train"]) / len(labels["train"])
-            dev = np.bincount(labels["validation"]) / len(labels["validation"])
-            assert np.abs(train - dev).max() < 0.05, (task, train, dev)
+        carved = [s for s in counts if cls_tasks.DATASETS[task].carved(s)]
+        train = np.bincount(labels["train"]) / len(labels["train"])
+        for split in carved:  # a carved split looks like the rest of its file
+            cut = np.bincount(labels[split], minlength=len(train)) / len(labels[split])
+            assert np.abs(train - cut).max() < 0.05, (task, split, train, cut)
+    assert sorted(COUNTS) == sorted(cls_tasks.DATASETS)  # every entry is counted here
 
 
 @pytest.mark.parametrize(
-    "task,file", [("trec", "TREC.train.label.txt"), ("mrpc", "msr_paraphrase_train.txt")]
+    "task,file,cut",
+    [
+        ("trec", "TREC.train.label.txt", ("validation",)),
+        ("mrpc", "msr_paraphrase_train.txt", ("validation",)),
+        ("ag_news", "test.csv", ("validation", "test")),
+    ],
 )
-def test_carved_dev_is_disjoint_covering_and_seed_independent(task, file):
+def test_carved_splits_are_disjoint_covering_and_seed_independent(task, file, cut):
     data = cls_tasks.DATASETS[task]
-    all_lines = [r.line for r in data.reader(paths.data_dir() / data.folder / file)]
-    train = [r.line for r in cls_tasks.split_rows(task, "train")]
-    dev = [r.line for r in cls_tasks.split_rows(task, "validation")]
-    assert not set(train) & set(dev) and sorted(train + dev) == all_lines
-    assert dev == [r.line for r in cls_tasks.split_rows(task, "validation")]
-    # Run seeds reorder the dev set but never change which examples it holds.
-    a = _keys(_examples(task, "validation", shuffle=True, seed=1))
-    b = _keys(_examples(task, "validation", shuffle=True, seed=2))
-    assert a != b and sorted(a) == sorted(b) and len(a) == len(dev)
+    assert data.carve[0] in data.files and data.files[data.carve[0]] == file
+    all_lines = [r.line for r in data.read(paths.data_dir() / data.folder / file)]
+    lines = {s: [r.line for r in cls_tasks.split_rows(task, s)] for s in ("train", *cut)}
+    assert sum(map(len, lines.values())) == len(all_lines)
+    assert sorted(x for v in lines.values() for x in v) == all_lines  # disjoint and covering
+    for split in cut:
+        assert lines[split] == sorted(lines[split])  # file order
+        assert lines[split] == [r.line for r in cls_tasks.split_rows(task, split)]
+        # Run seeds reorder a carved split but never change which examples it holds.
+        a = _keys(_examples(task, split, shuffle=True, seed=1))
+        b = _keys(_examples(task, split, shuffle=True, seed=2))
+        assert a != b and sorted(a) == sorted(b) and len(a) == len(lines[split])
+
+
+def test_carve_cuts_in_order_and_keeps_the_old_dev_sets():
+    rows = [cls_tasks.Row(i + 1, i % 3, (f"text {i}",)) for i in range(100)]
+    parts = cls_tasks.carve(rows, {"validation": 0.1, "test": 25}, salt=7)
+    assert [len(parts[s]) for s in ("train", "validation", "test")] == [65, 10, 25]
+    # The first split takes the same rows whether or not more splits follow it.
+    assert cls_tasks.carve(rows, {"validation": 0.1}, salt=7)["validation"] == parts["validation"]
+    assert cls_tasks.carve(rows, {"validation": 0.1}, salt=8)["validation"] != parts["validation"]
+    with pytest.raises(ValueError, match="no train rows"):
+        cls_tasks.carve(rows, {"validation": 60, "test": 40}, salt=7)
+    # trec's and mrpc's dev sets are the ones earlier versions carved (line numbers pinned).
+    for task, digest in (("trec", "10e8410cef04fa49"), ("mrpc", "717c2d9587a940e0")):
+        dev = [r.line for r in cls_tasks.split_rows(task, "validation")]
+        assert hashlib.sha256(str(dev).encode()).hexdigest()[:16] == digest, task
+
+
+def test_an_entry_without_a_file_or_carve_for_a_split_is_refused():
+    info = data_pipelines.downstream_info("sst2")
+    with pytest.raises(ValueError, match=r"splits \['test'\] have no file"):
+        cls_tasks.TaskData(info, {"train": "a", "validation": "b"}, cls_tasks.read_sst)
+    with pytest.raises(ValueError, match="other than train"):
+        cls_tasks.TaskData(info, {"all": "a"}, cls_tasks.read_sst, carve=("all", {"train": 9}))
+
+
+def test_ag_news_rows_join_title_and_description(tmp_path):
+    path = tmp_path / "test.csv"
+    path.write_text('"3","Oil up","Prices rose\\again, ""sharply"" today"\n"1","Vote","A\nB"\n')
+    rows = cls_tasks.read_class_csv(path, data_pipelines.downstream_info("ag_news").labels)
+    assert rows == [
+        cls_tasks.Row(1, 2, ('Oil up Prices rose again, "sharply" today',)),
+        cls_tasks.Row(2, 0, ("Vote A B",)),  # a quoted line break is whitespace
+    ]
+    first = cls_tasks.split_rows("ag_news", "train")[0]  # test.csv line 1, a Business story
+    assert first.line == 1 and first.label == 2 and first.texts[0].startswith("Fears for T N")
 
 
 def test_sentence_structure():
@@ -162,11 +211,13 @@ def test_shards_are_disjoint_and_cover_the_split():
 
 def test_metrics():
     acc, mrpc = cls_tasks.accuracy, cls_tasks.accuracy_and_f1
-    assert acc([0, 1, 1, 0], [0, 1, 0, 0]) == {"accuracy": 75.0}
-    assert acc(np.array([5, 3, 0]), np.array([5, 3, 0])) == {"accuracy": 100.0}
+    # Fractions in [0, 1], not percent (tables multiply by 100 for display).
+    assert acc([0, 1, 1, 0], [0, 1, 0, 0]) == {"accuracy": 0.75}
+    assert acc(np.array([5, 3, 0]), np.array([5, 3, 0])) == {"accuracy": 1.0}
     # tp=2 fp=1 fn=1: precision = recall = f1 = 2/3; 3 of 5 right.
     got = mrpc([1, 1, 0, 0, 1], [1, 0, 0, 1, 1])
-    assert got == pytest.approx({"accuracy": 60.0, "f1": 200 / 3, "accuracy_and_f1": 190 / 3})
+    assert got == pytest.approx({"accuracy": 0.6, "f1": 2 / 3, "accuracy_and_f1": 19 / 30})
+    assert mrpc([1, 0], [1, 0]) == {"accuracy": 1.0, "f1": 1.0, "accuracy_and_f1": 1.0}
     assert mrpc([0, 0], [0, 0])["f1"] == 0.0  # no positives at all: 0, not a warning
     for fn in (acc, mrpc):
         with pytest.raises(ValueError, match="differ"):
@@ -180,14 +231,20 @@ def test_metrics():
         info = data_pipelines.downstream_info(task)
         assert info.metric_fn is metric and info.primary_metric == primary
         assert info.primary_metric in metric([0, 1], [1, 1])
+        assert all(0.0 <= v <= 1.0 for v in metric([0, 1, 1], [1, 1, 1]).values())
         assert seqio.get_mixture_or_task(task).metric_fns == [metric]
     assert data_pipelines.downstream_info("trec").labels == cls_tasks.TREC_LABELS
 
 
 def test_malformed_inputs_name_file_and_line(tmp_path):
+    read_sst5 = cls_tasks.DATASETS["sst5"].read
+    read_ag_news = cls_tasks.DATASETS["ag_news"].read
     cases = [
-        (cls_tasks.read_sst2, "stsa.binary.dev", "1 a fine film\n2 not a label\n", 2, "2 not a"),
-        (cls_tasks.read_sst2, "stsa.binary.dev", "1 a fine film\nnolabel\n", 2, "nolabel"),
+        (cls_tasks.read_sst, "stsa.binary.dev", "1 a fine film\n2 not a label\n", 2, "2 not a"),
+        (cls_tasks.read_sst, "stsa.binary.dev", "1 a fine film\nnolabel\n", 2, "nolabel"),
+        (read_sst5, "stsa.fine.dev", "4 a fine film\n5 not a label\n", 2, "5 not a"),
+        (read_ag_news, "test.csv", '"4","t","d"\n"5","t","d"\n', 2, "5,t,d"),
+        (read_ag_news, "test.csv", '"4","t","d"\n"2","",""\n', 2, "2,,"),
         (
             cls_tasks.read_trec,
             "TREC.test.label.txt",

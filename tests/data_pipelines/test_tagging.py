@@ -189,13 +189,14 @@ def test_words_from_pieces_round_trip_gives_perfect_scores():
         scores = info.metric_fn(gold_names, pred_names)
         if perfect:
             assert scores == {
-                "precision": 100.0,
-                "recall": 100.0,
-                "f1": 100.0,
-                "token_accuracy": 100.0,
+                "precision": 1.0,
+                "recall": 1.0,
+                "f1": 1.0,
+                "token_accuracy": 1.0,
             }
         else:  # truncated words are predicted "O": entities there are missed, not dropped
-            assert scores["recall"] < 90.0 and scores["f1"] < 95.0
+            assert scores["recall"] < 0.9 and scores["f1"] < 0.95
+            assert all(0.0 <= v <= 1.0 for v in scores.values())  # fractions, not percent
 
 
 def test_words_from_pieces_pads_truncated_words_with_outside_id():
@@ -216,15 +217,17 @@ def test_seqeval_semantics_on_hand_cases():
     ner = tagging.entity_metrics
     gold = [["B-PER", "I-PER", "O", "B-LOC"]]
     scores = ner(gold, [["B-PER", "I-PER", "O", "B-ORG"]])
-    assert scores == {"precision": 50.0, "recall": 50.0, "f1": 50.0, "token_accuracy": 75.0}
+    # Fractions in [0, 1], not percent (tables multiply by 100 for display).
+    assert scores == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "token_accuracy": 0.75}
     # conlleval: a leading I- opens an entity; a wrong boundary makes the whole entity wrong.
-    assert ner([["B-PER", "I-PER"]], [["I-PER", "I-PER"]])["f1"] == 100.0
+    assert ner([["B-PER", "I-PER"]], [["I-PER", "I-PER"]])["f1"] == 1.0
     assert ner([["B-PER", "I-PER", "O"]], [["B-PER", "O", "O"]])["f1"] == 0.0
     scores = ner([["B-ORG", "O"], ["B-LOC"]], [["B-ORG", "O"], ["O"]])
-    assert scores["precision"] == 100.0 and scores["recall"] == 50.0
-    assert scores["f1"] == pytest.approx(200 / 3)
+    assert scores["precision"] == 1.0 and scores["recall"] == 0.5
+    assert scores["f1"] == pytest.approx(2 / 3)
     upos = tagging.tag_accuracy([["NOUN", "VERB"], ["X"]], [["NOUN", "NOUN"], ["X"]])
-    assert upos == {"accuracy": pytest.approx(200 / 3)}
+    assert upos == {"accuracy": pytest.approx(2 / 3)}
+    assert tagging.tag_accuracy([["X", "X"]], [["X", "X"]]) == {"accuracy": 1.0}
     with pytest.raises(ValueError, match="sentence 1"):
         ner([["O"], ["O", "O"]], [["O"], ["O"]])
     with pytest.raises(ValueError, match="2 target sentences but 1"):
