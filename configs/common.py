@@ -1,23 +1,11 @@
-"""Pieces every config shares: argument parsing and the default training sections."""
+"""Pieces every config shares: argument parsing, the default training sections, and what a
+downstream config reads from the task registry (`downstream_task`)."""
 
 import dataclasses
 import json
 import os
 
 import ml_collections
-
-# Sequence lengths that cover (nearly) every example of each downstream task with the BERT
-# WordPiece vocabulary; the tagging tests report the truncation rate.
-DOWNSTREAM_SEQ_LEN = {
-    "sst2": 64,
-    "trec": 32,
-    "mrpc": 128,
-    "rte": 128,
-    "conll2003_ner": 128,
-    "wnut17_ner": 64,
-    "ud_ewt_upos": 128,
-}
-
 
 GLOVE6B_DIM = 50  # tlx.wordvec's GloVe 6B is the 50-d release
 
@@ -47,8 +35,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.partition_rules = ()  # empty: tlx.partitioning.DEFAULT_RULES
     c.train = ml_collections.ConfigDict(
         {
-            "steps": 1000,
-            "epochs": 0.0,  # > 0: steps from the train split's size (finetuning recipes)
+            "steps": 1000,  # > 0 wins over epochs; <= 0: from train.epochs
+            "epochs": 0.0,  # > 0 (with steps <= 0): epochs x the train split / batch steps
             "batch_size": 32,
             "log_every": 50,
             "eval_every": 500,  # <= 0: once per epoch (needs epochs > 0)
@@ -69,6 +57,14 @@ def base_config() -> ml_collections.ConfigDict:
             "frozen": [],
         }
     )
+    # The training signal (tlx.objectives): name, GPT-1's auxiliary LM coefficient (task
+    # objectives only) and the fused LM cross-entropy's chunk (0: materialised logits).
+    c.objective = ml_collections.ConfigDict({"name": "", "lm_coef": 0.0, "xent_chunk": 32})
+    # What the run evaluates (tlx.evaluators: name -> type + options; logged as NAME/METRIC)
+    # and the metric whose best value keeps WORKDIR/best ("" keeps none).
+    c.evals = ml_collections.ConfigDict({"eval": {"type": "objective"}})
+    c.best_metric = "eval/loss"
+    c.best_mode = "min"
     c.checkpoint = ml_collections.ConfigDict(
         {
             "every": 500,
@@ -87,7 +83,7 @@ def base_config() -> ml_collections.ConfigDict:
             # Word vectors ("glove6b", a tlx word2vec/GloVe run dir, a vectors file) for the
             # table at vectors_param, row i = token i of data.vocab (tlx.wordvec).
             "init_vectors": "",
-            "vectors_param": "embed/embedding",
+            "vectors_param": "encoder/embed/embedding",
         }
     )
     c.data = ml_collections.ConfigDict(
@@ -103,6 +99,70 @@ def base_config() -> ml_collections.ConfigDict:
         }
     )
     return c
+
+
+@dataclasses.dataclass(frozen=True)
+class DownstreamTask:
+    """What a downstream config takes from the task's registry entry (data_pipelines).
+
+    head: the model name's suffix, "classifier" or "tagger" (bert_classifier, gpt_tagger, ...).
+    objective: c.objective.name, "classification" or "tagging".
+    evaluator: the tlx.evaluators type that scores it, "downstream" or "mixture".
+    metric: the metric that picks the best dev checkpoint (the registry's primary metric).
+    num_classes: the head's classes; a tuple (one head per member task) for a mixture.
+    seq_len: the task's default sequence length (sized for WordPiece pieces).
+    """
+
+    kind: str
+    head: str
+    objective: str
+    num_classes: int | tuple[int, ...]
+    seq_len: int
+    metric: str
+    members: tuple[str, ...] = ()  # a mixture's tasks, in task_id order
+
+    @property
+    def evaluator(self) -> str:
+        return "mixture" if self.members else "downstream"
+
+    @property
+    def tagging(self) -> bool:
+        return self.kind == "tagging"
+
+
+def downstream_task(task: str, *, mixture: bool = False) -> DownstreamTask:
+    """The registry's answer for `task` (a downstream task, or with mixture=True also glue_mix:
+    its default members, sentence kind, one head per member, the longest member seq_len)."""
+    import data_pipelines  # the task registry says what head and metric each task needs
+
+    if task == data_pipelines.tasks.MIXTURE:
+        if not mixture:
+            raise ValueError(f"task={task} (a mixture) is not supported by this config")
+        members = data_pipelines.classification.DEFAULT_MIXTURE_TASKS
+        infos = [data_pipelines.downstream_info(t) for t in members]
+        classes = tuple(i.num_classes for i in infos)
+        seq_len = max(i.seq_len for i in infos)
+        return DownstreamTask(
+            "sentence", "classifier", "classification", classes, seq_len, "average", members
+        )
+    info = data_pipelines.downstream_info(task)
+    tagging = info.kind == "tagging"
+    return DownstreamTask(
+        info.kind,
+        "tagger" if tagging else "classifier",
+        "tagging" if tagging else "classification",
+        info.num_classes,
+        info.seq_len,
+        info.primary_metric,
+    )
+
+
+def downstream_training(c: ml_collections.ConfigDict, task: DownstreamTask) -> None:
+    """The objective, evaluation and best-checkpoint metric of a downstream task's run."""
+    c.objective.name = task.objective
+    c.evals = ml_collections.ConfigDict({"eval": {"type": task.evaluator}})
+    c.best_metric = f"eval/{task.metric}"
+    c.best_mode = "max"
 
 
 def runlocal(
@@ -163,14 +223,11 @@ def feature_transfer(
     """A downstream run of tlx.models.contextual (frozen GloVe / CoVe / ELMo features, a BiLSTM
     task model): the part configs/cove/finetune.py and configs/elmo/finetune.py share.
     `cove` / `elmo`: the pretrained run's config.json (pretrained_run), whose params load."""
-    import data_pipelines  # the task registry says what head and metric each task needs
-
-    info = data_pipelines.downstream_info(args.task)
-    tagging = info.kind == "tagging"
+    task = downstream_task(args.task)
     c = base_config()
     c.model = dict(
-        name="contextual_tagger" if tagging else "contextual_classifier",
-        num_classes=info.num_classes,
+        name=f"contextual_{task.head}",
+        num_classes=task.num_classes,
         vocab_size=None,  # data.vocab's (tlx.train fills it in)
         features=features,
         embed_dim=GLOVE6B_DIM,
@@ -180,22 +237,22 @@ def feature_transfer(
         dropout_rate=args.dropout,
         feature_dropout=args.feature_dropout,
     )
-    c.objective = "tagging" if tagging else "classification"
+    downstream_training(c, task)
     c.data.task = args.task
     c.data.vocab = "words:glove6b"
-    c.data.seq_len = args.seq_len or DOWNSTREAM_SEQ_LEN.get(args.task, 128)
+    c.data.seq_len = args.seq_len or task.seq_len
     frozen = []
     if features in ("glove", "elmo"):
-        c.transfer.init_vectors = "glove6b"  # embed/embedding
-        frozen.append("embed/.*")
+        c.transfer.init_vectors = "glove6b"  # encoder/embed/embedding
+        frozen.append("encoder/embed/.*")
     if cove is not None:
         m = cove["model"]
         c.model.cove = {k: m[k] for k in ("embed_dim", "hidden", "num_layers", "tgt_vocab_size")}
         c.model.cove.src_vocab_size = m["vocab_size"]
         c.transfer.init_from = cove["workdir"]
-        c.transfer.dont_load = ["(?!cove/).*"]  # only the encoder (and its GloVe) transfers
+        c.transfer.dont_load = ["(?!encoder/cove/).*"]  # only the encoder (and its GloVe) transfers
         c.transfer.ignore = ["decoder/.*"]
-        frozen.append("cove/.*")
+        frozen.append("encoder/cove/.*")
     if elmo is not None:
         from tlx.models import elmo as elmo_model
 
@@ -208,14 +265,55 @@ def feature_transfer(
         }
         c.model.mix = args.mix
         c.model.mix_l2 = args.mix_l2
-        c.data.char_ids = True
+        c.data.options.char_ids = True
         c.transfer.init_from = elmo["workdir"]
-        c.transfer.dont_load = ["(?!bilm/).*"]  # the biLM transfers; GloVe comes from init_vectors
+        c.transfer.dont_load = ["(?!encoder/bilm/).*"]  # the biLM loads; GloVe: init_vectors
         c.transfer.ignore = ["softmax/.*"]
-        frozen.append("bilm/.*")
+        frozen.append("encoder/bilm/.*")
     c.optim.frozen = frozen
     downstream_schedule(c, args, runlocal_seq_len=16)
     return c
+
+
+def epochs_schedule(c: ml_collections.ConfigDict, epochs: float, batch: int) -> None:
+    """`epochs` of the train split in batches of `batch` (train.steps <= 0: the steps come from
+    the epochs), logged every 50 steps, the whole dev split scored once per epoch."""
+    c.train.epochs = epochs
+    c.train.steps = 0  # from train.epochs
+    c.train.batch_size = batch
+    c.train.log_every = 50
+    c.train.eval_every = -1  # every epoch
+    c.train.eval_steps = -1  # the whole dev split
+
+
+def word_vector_run(c: ml_collections.ConfigDict, args, *, log_every: int, runlocal_seq_len: int):
+    """What word2vec and GloVe runs share: args.epochs of args.batch rows (no weight decay, no
+    clipping, scored once per epoch), evaluation on the intrinsic benchmarks (the best
+    SimLex-999 kept) with the vectors written out once, at the end; a few tiny steps on the
+    inaugural corpus under args.runlocal."""
+    c.optim.weight_decay = 0.0
+    c.optim.grad_clip = 0.0
+    c.train.batch_size = args.batch
+    c.train.epochs = args.epochs
+    c.train.steps = 0  # from train.epochs
+    c.train.eval_every = 0  # once per epoch
+    c.train.log_every = log_every
+    c.checkpoint.every = 200
+    c.evals = ml_collections.ConfigDict(
+        {
+            "eval": {"type": "word_vectors"},
+            "vectors": {"type": "export_word_vectors", "when": "end"},
+        }
+    )
+    c.best_metric = "eval/simlex999/spearman"
+    c.best_mode = "max"
+    if args.runlocal:
+        c.data.seq_len = runlocal_seq_len
+        c.data.options.sources = ("inaugural",)
+        c.data.options.min_count = 2
+        c.model.dim = 16
+        runlocal(c, steps=6, every=3)
+        c.checkpoint.async_save = False
 
 
 def downstream_schedule(c: ml_collections.ConfigDict, args, runlocal_seq_len: int) -> None:
@@ -225,11 +323,7 @@ def downstream_schedule(c: ml_collections.ConfigDict, args, runlocal_seq_len: in
     in WORKDIR/best), and a few tiny steps under args.runlocal."""
     c.optim.lr = args.lr
     c.optim.weight_decay = 0.0
-    c.train.epochs = args.epochs
-    c.train.batch_size = args.batch
-    c.train.log_every = 50
-    c.train.eval_every = -1  # every epoch
-    c.train.eval_steps = -1  # the whole dev split
+    epochs_schedule(c, args.epochs, args.batch)
     c.checkpoint.every = 100_000  # resume points; the best dev params are kept separately
     c.checkpoint.max_to_keep = 1
     if args.runlocal:
@@ -248,7 +342,7 @@ def feature_args(arg, **extra) -> ml_collections.ConfigDict:
         lr=1e-3,
         batch=32,
         epochs=3.0,
-        seq_len=0,  # 0: DOWNSTREAM_SEQ_LEN's (sized for WordPiece; whole words need fewer)
+        seq_len=0,  # 0: the task's registry seq_len (sized for WordPiece; words need fewer)
         runlocal=False,
         **extra,
     )

@@ -82,14 +82,14 @@ def bench_tlx(size: str, batch: dict, all_positions: bool, warmup: int, steps: i
     import jax
 
     from configs.bert import pretrain
-    from tlx import train
+    from tlx import steps
 
     cfg = pretrain.get_config(f"size={size}")
     cfg.unlock()
     cfg.train.batch_size, cfg.data.seq_len = batch["input_ids"].shape
     cfg.model.mlm_all_positions = all_positions
     cfg.optim.lr, cfg.optim.warmup_fraction, cfg.train.steps = LR, 0.0, 1_000_000
-    setup = train.build(cfg, batch)
+    setup = steps.build(cfg, batch)
     state = setup.init(jax.random.PRNGKey(0))
     device_batch = {k: jax.device_put(v, setup.batch_sharding) for k, v in batch.items()}
     holder = [state]

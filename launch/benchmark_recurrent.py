@@ -30,7 +30,7 @@ Setups (synthetic batches, every row full length, one document per row):
         h~ = tanh(W2 [c; h] + b2), dropout 0.2 on h~, Linear(600, 8000), cross-entropy over every
         target token. nn.LSTM / LSTMCell carry two gate biases (b_ih + b_hh), tlx one.
 Both sides time a full train step: forward, backward, Adam (eps 1e-8, the config's lr, no weight
-decay) after clipping to global norm (1 for bilm, 5 for mt). tlx runs `tlx.train.build(cfg,
+decay) after clipping to global norm (1 for bilm, 5 for mt). tlx runs `tlx.steps.build(cfg,
 batch)`'s jitted, donated train_step; the peer clip_grad_norm_ + torch.optim.Adam (fused on
 CUDA). After `--warmup` steps, `--steps` steps are timed one by one and the median is reported.
 Each measurement runs in its own child process (`--only=SETUP:VARIANT`) so torch's threads never
@@ -139,11 +139,11 @@ def tlx_config(setup: str, unroll: int):
 def bench_tlx(setup: str, unroll: int, warmup: int, steps: int) -> dict:
     import jax
 
-    from tlx import partitioning, train
+    from tlx import partitioning, steps
 
     cfg = tlx_config(setup, unroll)
     batch = synthetic_batch(setup)
-    built = train.build(cfg, batch)
+    built = steps.build(cfg, batch)
     batch = partitioning.global_batch(batch, built.batch_sharding)
     holder = [built.init(jax.random.PRNGKey(0))]
 
@@ -153,7 +153,8 @@ def bench_tlx(setup: str, unroll: int, warmup: int, steps: int) -> dict:
 
     times = bench.time_steps(step, warmup, steps)
     return dict(times_s=times, device=bench.jax_device(), unroll=cfg.model.get("unroll", 1),
-                objective=cfg.objective, lr=cfg.optim.lr, clip=cfg.optim.grad_clip)  # fmt: skip
+                objective=cfg.objective.name, lr=cfg.optim.lr,
+                clip=cfg.optim.grad_clip)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- PyTorch peers

@@ -10,7 +10,7 @@ scripted faults (truncated, corrupted, 500), and records every request.
 
 Run as a script to serve a data root for a manual demo run:
   python tests/loopback_upstream.py --data=../shared/data --port=8765 [--mirror]
-  TLX_DATA_MIRROR=http://127.0.0.1:8765 python -m tlx.demo ...   (--mirror: the layout as is)
+  TLX_DATA_MIRROR=http://127.0.0.1:8765 python launch/demo.py ...   (--mirror: the layout as is)
   TLX_DATA_BASE_URL=http://127.0.0.1:8765 python -m tlx.data fetch ...  (upstream form)
 """
 

@@ -29,7 +29,17 @@ from configs.cove import translate as cove_translate
 from configs.elmo import pretrain as elmo_pretrain
 from configs.embeddings import glove, word2vec
 from configs.gpt import pretrain as gpt_pretrain
-from tlx import checkpoint, convert, errors, evaluate, generate, input_pipeline, train, translate
+from tlx import (
+    checkpoint,
+    convert,
+    errors,
+    evaluate,
+    generate,
+    input_pipeline,
+    steps,
+    train,
+    translate,
+)
 from tlx.data import __main__ as data_cli
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -38,16 +48,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def _cfg(module, arg, **overrides):
-    cfg = module.get_config(arg)
-    cfg.unlock()
-    for key, value in overrides.items():
-        node = cfg
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return cfg
+_cfg = sys.modules["tlx_tests_conftest"].config_with  # tests/conftest.py
 
 
 def _snapshot(*roots) -> dict:
@@ -186,7 +187,7 @@ def test_init_from_that_is_not_a_run(capsys, tmp_path):
 
 def test_resumed_batches_continue_the_example_stream_under_another_batch_size():
     cfg = _cfg(pretrain, "size=tiny,runlocal")
-    cfg.data.task_name = train.resolve_task(cfg)
+    cfg.data.task_name = steps.resolve_task(cfg)
     first = input_pipeline.train_batches(cfg, 8, 0)
     ids = np.concatenate([next(first)["input_ids"] for _ in range(2)])  # examples 0..15
     resumed = input_pipeline.train_batches(cfg, 4, 8)  # batch 4 from example 8

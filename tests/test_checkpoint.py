@@ -1,5 +1,7 @@
 """Pretrained-checkpoint loading: exact by name, loud on any mismatch."""
 
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,10 +11,7 @@ from jax.sharding import PartitionSpec as P
 
 from tlx import checkpoint, partitioning
 
-
-class _State:
-    def __init__(self, params):
-        self.params, self.opt_state = params, {"count": jnp.zeros((), jnp.int32)}
+_State = sys.modules["tlx_tests_conftest"].FakeTrainState  # tests/conftest.py
 
 
 def _save(workdir, params, step=7):
@@ -87,3 +86,23 @@ def test_no_checkpoint_is_an_error(tmp_path):
     model = _model()
     with pytest.raises(checkpoint.TransferError, match="no Orbax checkpoint"):
         checkpoint.load_pretrained(str(tmp_path), model, _shardings(model))
+
+
+def test_loading_params_only_prints_no_orbax_warnings(tmp_path, caplog, capfd):
+    """init_from reads the params of a step that also holds opt_state and meta: Orbax must not
+    warn about the items deliberately left unread (it did, once per item, before)."""
+    import logging
+
+    _save(tmp_path, _pretrained())
+    model = _model()
+    with caplog.at_level(logging.INFO):
+        checkpoint.load_pretrained(
+            str(tmp_path), model, _shardings(model), dont_load=["classifier/.*"],
+            ignore=["mlm_head/.*"],
+        )  # fmt: skip
+        step, _ = checkpoint.restore_params(
+            str(tmp_path / "checkpoints"), _pretrained(), _shardings(_pretrained())
+        )
+    assert step == 7
+    said = caplog.text + "".join(capfd.readouterr())
+    assert "could not be restored" not in said and "found in the checkpoint" not in said

@@ -108,9 +108,10 @@ def test_evaluate_word_eval_writes_its_json(sg_run):
     assert saved["metrics"] == pytest.approx(result["metrics"], nan_ok=True)
     assert saved["task"] == "word_eval" and saved["step"] == 8
     vectors = wordvec.load(workdir / "vectors.txt")
-    from tlx import word_eval
+    from tlx import word_benchmarks
 
-    assert word_eval.evaluate(vectors)["analogy/covered"] == saved["metrics"]["analogy/covered"]
+    covered = word_benchmarks.evaluate(vectors)["analogy/covered"]
+    assert covered == saved["metrics"]["analogy/covered"]
 
 
 def test_word_eval_refuses_a_run_without_word_vectors(tmp_path):

@@ -21,15 +21,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _cfg(arg, **overrides):
-    cfg = finetune.get_config(arg)
-    cfg.unlock()
-    for key, value in overrides.items():
-        node = cfg
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return cfg
+    return sys.modules["tlx_tests_conftest"].config_with(finetune, arg, **overrides)
 
 
 def _rows(workdir):
@@ -49,7 +41,7 @@ def test_each_task_kind_trains_and_reports_its_metrics(task, metrics, tmp_path):
     cfg = _cfg(f"task={task},size=tiny,runlocal")
     final = train.train_and_evaluate(cfg, str(tmp_path))
     for m in metrics:
-        assert 0.0 <= final[f"eval/{m}"] <= 100.0, (m, final)
+        assert 0.0 <= final[f"eval/{m}"] <= 1.0, (m, final)
     assert np.isfinite(final["eval/loss"])
     train_rows = [r for r in _rows(tmp_path) if "loss" in r]
     expected = "token_accuracy" if task != "mrpc" else "accuracy"
@@ -64,7 +56,7 @@ def test_mixture_trains_one_head_per_task_and_scores_each(tmp_path):
     assert final["eval/average"] == pytest.approx(np.mean(primaries))
     assert final["best/average"] == final["eval/average"]  # one evaluation: it is the best
     params = _params(tmp_path)
-    kernels = [params[f"classifier_{i}"]["dense"]["kernel"].shape[-1] for i in range(4)]
+    kernels = [params["head"][f"task_{i}"]["dense"]["kernel"].shape[-1] for i in range(4)]
     assert kernels == [2, 6, 2, 2]
 
 
@@ -104,7 +96,9 @@ def test_best_dev_checkpoint_tracks_the_best_evaluation(tmp_path):
 
 
 def test_epochs_set_the_step_budget_and_per_epoch_evaluation(tmp_path):
-    cfg = _cfg("task=rte,size=tiny,runlocal", **{"train.epochs": 0.02, "train.eval_every": -1})
+    # train.steps <= 0: the steps come from train.epochs (a positive train.steps would win).
+    overrides = {"train.steps": 0, "train.epochs": 0.02, "train.eval_every": -1}
+    cfg = _cfg("task=rte,size=tiny,runlocal", **overrides)
     train.train_and_evaluate(cfg, str(tmp_path))
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["train"]["steps"] == round(0.02 * 2490 / 8)  # 2,490 RTE training pairs
@@ -121,7 +115,7 @@ def test_evaluate_cli_writes_json_and_rejects_a_mismatched_task(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((tmp_path / "eval_trec.json").read_text())
     assert result["split"] == "test" and result["task"] == "trec"
-    assert 0.0 <= result["metrics"]["accuracy"] <= 100.0
+    assert 0.0 <= result["metrics"]["accuracy"] <= 1.0
     # The whole test split (500 questions) was scored, whatever the run's eval_steps.
     assert result["num_examples"] == 500
     with pytest.raises(ValueError, match="6 classes.*sst2 is a sentence task with 2 labels"):
@@ -137,8 +131,8 @@ def test_sentence_head_reads_the_requested_features():
     cfg = _cfg("task=sst2,size=mini,mode=feature").model  # the last 4 of BERT-mini's 4 layers
     model = models.build(cfg)
     params = nn.unbox(model.init(jax.random.PRNGKey(0), batch)["params"])
-    assert params["classifier"]["hidden"]["kernel"].shape == (4 * 256, 256)
-    assert params["classifier"]["dense"]["kernel"].shape == (256, 2)
+    assert params["head"]["hidden"]["kernel"].shape == (4 * 256, 256)
+    assert params["head"]["dense"]["kernel"].shape == (256, 2)
 
 
 def test_feature_mode_stops_encoder_gradients():
@@ -161,7 +155,7 @@ def test_feature_mode_stops_encoder_gradients():
 
         grads = jax.grad(loss)(params)
         enc = max(float(jnp.abs(g).max()) for g in jax.tree.leaves(grads["encoder"]))
-        head = max(float(jnp.abs(g).max()) for g in jax.tree.leaves(grads["classifier"]))
+        head = max(float(jnp.abs(g).max()) for g in jax.tree.leaves(grads["head"]))
         assert head > 0
         assert (enc == 0.0) == frozen, (mode, enc)
 

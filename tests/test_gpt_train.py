@@ -73,9 +73,9 @@ def test_finetune_from_pretrained_with_lm_coef(pretrained, task, lm_coef, metric
     assert cfg.model.variant == "gpt2" and cfg.model.size == "tiny"
     assert cfg.data.vocab == "bert_uncased" and cfg.data.options.framing == "gpt"
     cfg.train.log_every = 1  # one step per logged row, so the loss decomposes exactly
-    cfg.xent_chunk = 16 if task == "mrpc" else 0  # the fused LM loss, and materialised logits
+    cfg.objective.xent_chunk = 16 if task == "mrpc" else 0  # fused LM loss; materialised logits
     final = train.train_and_evaluate(cfg, str(tmp_path))
-    assert 0.0 <= final[f"eval/{metric}"] <= 100.0
+    assert 0.0 <= final[f"eval/{metric}"] <= 1.0
     rows = [r for r in _rows(tmp_path) if "grad_norm" in r]
     if lm_coef:
         last = rows[-1]
@@ -91,9 +91,10 @@ def test_finetune_from_scratch_and_feature_mode_configs():
     assert scratch.model.vocab_size is None  # follows the data vocabulary
     feature = finetune.get_config("task=ud_ewt_upos,mode=feature")
     assert feature.model.name == "gpt_tagger" and feature.model.frozen_encoder
-    assert feature.optim.frozen == ["decoder/.*"]
-    assert feature.lm_coef == 0.0 and feature.model.features == "last4_concat"
-    assert finetune.get_config("task=sst2").lm_coef == 0.5  # GPT-1's lambda when finetuning
+    assert feature.optim.frozen == ["encoder/.*"]
+    assert feature.objective.lm_coef == 0.0 and feature.model.features == "last4_concat"
+    # GPT-1's lambda when finetuning
+    assert finetune.get_config("task=sst2").objective.lm_coef == 0.5
     assert finetune.get_config("task=sst2,size=tiny,mode=feature").model.features == "last"
     with pytest.raises(KeyError, match="lm_coeff"):
         finetune.get_config("task=sst2,lm_coeff=0.5")

@@ -4,7 +4,7 @@ import jax
 import numpy as np
 
 from configs.bert import pretrain
-from tlx import train
+from tlx import steps
 
 
 def test_mlm_and_nsp_memorise_a_fixed_batch(fake_bert_batches):
@@ -15,7 +15,7 @@ def test_mlm_and_nsp_memorise_a_fixed_batch(fake_bert_batches):
     cfg.model.dropout_rate = cfg.model.attention_dropout_rate = 0.0
     cfg.optim.lr, cfg.optim.warmup_fraction, cfg.train.steps = 3e-3, 0.0, 10_000
     batch = fake_bert_batches(n=1, b=8, length=32, p=5, vocab=1000)[0]
-    setup = train.build(cfg, batch, devices=jax.devices()[:1])
+    setup = steps.build(cfg, batch, devices=jax.devices()[:1])
     state = setup.init(jax.random.PRNGKey(0))
     device_batch = jax.device_put(batch, setup.batch_sharding)
     first = None

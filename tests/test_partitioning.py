@@ -6,7 +6,8 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from configs.bert import pretrain
-from tlx import partitioning, train
+from tlx import partitioning
+from tlx import steps as tlx_steps
 
 
 def _cfg(data, model, **model_overrides):
@@ -20,7 +21,7 @@ def _cfg(data, model, **model_overrides):
 
 def _run(cfg, batches, steps=3):
     devices = jax.devices()[: cfg.mesh.data * cfg.mesh.model]
-    setup = train.build(cfg, batches[0], devices=devices)
+    setup = tlx_steps.build(cfg, batches[0], devices=devices)
     state = setup.init(jax.random.PRNGKey(0))
     losses = []
     for b in batches[:steps]:

@@ -27,6 +27,10 @@ def _params(workdir, sub="checkpoints") -> dict:
     return {k: np.asarray(v) for k, v in checkpoint.flatten(params).items()}
 
 
+def final_step(workdir) -> int:
+    return json.loads((workdir / "final_metrics.json").read_text())["step"]
+
+
 def _unlocked(cfg):
     cfg.unlock()
     return cfg
@@ -51,6 +55,10 @@ def elmo_run(tmp_path_factory):
 def test_cove_translates_with_glove_frozen_and_reports_bleu(cove_run):
     final = json.loads((cove_run / "final_metrics.json").read_text())
     assert np.isfinite(final["eval/loss"]) and final["eval/perplexity"] > 1.0
+    # The config's bleu evaluator ran once, at the end, on the first 16 dev sentences.
+    assert final["bleu/sentences"] == 16 and 0.0 <= final["bleu/bleu"] <= 100.0
+    rows = [json.loads(line) for line in (cove_run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "bleu/bleu" in r] == [final_step(cove_run)]
     params = _params(cove_run)
     from tlx import wordvec
 
@@ -67,10 +75,10 @@ def test_cove_features_transfer_frozen(cove_run, tmp_path):
     cfg = cove_finetune.get_config(f"task=trec,init={cove_run},runlocal")
     train.train_and_evaluate(cfg, str(tmp_path))
     src, dst = _params(cove_run), _params(tmp_path)
-    cove = [k for k in dst if k.startswith("cove/")]
-    assert "cove/embed/embedding" in cove and len(cove) > 4
+    cove = [k for k in dst if k.startswith("encoder/cove/")]
+    assert "encoder/cove/embed/embedding" in cove and len(cove) > 4
     for k in cove:  # loaded from the MT run and never updated
-        np.testing.assert_array_equal(dst[k], src[k], err_msg=k)
+        np.testing.assert_array_equal(dst[k], src[k.removeprefix("encoder/")], err_msg=k)
     assert not any(k.startswith("decoder/") for k in dst)
     with pytest.raises(ValueError, match="holds a 'cove_mt' run; expected 'elmo_lm'"):
         elmo_finetune.get_config(f"init={cove_run}")
@@ -88,11 +96,11 @@ def test_elmo_resumes_then_scalar_mix_trains_over_frozen_bilm(elmo_run, tmp_path
     cfg.model.mix_l2 = 0.1
     train.train_and_evaluate(cfg, str(tmp_path))
     src, dst = _params(elmo_run), _params(tmp_path)
-    bilm = [k for k in dst if k.startswith("bilm/")]
+    bilm = [k for k in dst if k.startswith("encoder/bilm/")]
     assert len(bilm) > 10
     for k in bilm:
-        np.testing.assert_array_equal(dst[k], src[k], err_msg=k)
-    assert np.abs(dst["scalar_mix/scalars"]).sum() > 0  # trained from zeros
+        np.testing.assert_array_equal(dst[k], src[k.removeprefix("encoder/")], err_msg=k)
+    assert np.abs(dst["encoder/scalar_mix/scalars"]).sum() > 0  # trained from zeros
     assert not any(k.startswith("softmax/") for k in dst)
 
 
@@ -100,9 +108,9 @@ def test_glove_row_is_frozen_glove_and_scratch_row_trains_its_table(tmp_path):
     from tlx import wordvec
 
     cfg = cove_finetune.get_config("task=sst2,features=glove,runlocal")
-    assert cfg.optim.frozen == ["embed/.*"] and not cfg.transfer.init_from
+    assert cfg.optim.frozen == ["encoder/embed/.*"] and not cfg.transfer.init_from
     train.train_and_evaluate(cfg, str(tmp_path / "glove"))
-    table = _params(tmp_path / "glove")["embed/embedding"]
+    table = _params(tmp_path / "glove")["encoder/embed/embedding"]
     glove = wordvec.glove6b()
     np.testing.assert_array_equal(table[5:], glove.vectors)  # words:glove6b: word i is id i + 5
     scratch = cove_finetune.get_config("task=sst2,features=scratch")

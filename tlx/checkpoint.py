@@ -32,6 +32,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from tlx.digests import DamagedCheckpoint, flatten, tree_digests, verify_digests
 from tlx.errors import CheckpointError, UserError
+from tlx.models.migrate import unflatten
 from tlx.optim import path_str
 
 ITEMS = ("params", "opt_state", "meta")
@@ -101,7 +102,7 @@ def _report(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
-def _reader(directory: str, items=("params", "meta")) -> ocp.CheckpointManager:
+def _reader(directory: str) -> ocp.CheckpointManager:
     handlers = {
         "params": ocp.StandardCheckpointHandler(),
         "opt_state": ocp.StandardCheckpointHandler(),
@@ -110,7 +111,9 @@ def _reader(directory: str, items=("params", "meta")) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(
         os.path.abspath(directory),
         options=ocp.CheckpointManagerOptions(create=False, read_only=True),
-        item_handlers={k: handlers[k] for k in items},
+        # Every item a tlx step can hold gets its handler, also those not read: Orbax warns
+        # about each item on disk it has no handler for ("found ... but could not be restored").
+        item_handlers=handlers,
     )
 
 
@@ -260,17 +263,6 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state, shardings, workd
     return step, restored["params"], restored["opt_state"], meta
 
 
-def unflatten(flat: dict) -> dict:
-    tree: dict = {}
-    for path, value in flat.items():
-        node = tree
-        *parents, leaf = path.split("/")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
-    return tree
-
-
 def load_pretrained(
     init_from: str,
     params,
@@ -278,8 +270,13 @@ def load_pretrained(
     *,
     dont_load=(),
     ignore=(),
+    rename=None,
 ):
     """Loads `params` (a concrete, sharded tree) from the latest checkpoint under `init_from`.
+
+    `rename(stored paths) -> {stored path: model path}` maps a checkpoint written under other
+    parameter names (a pretraining run's `decoder/`, a task model from before `encoder/` +
+    `head/`, tlx.models.migrate_paths) onto the model's; paths it leaves alone load as they are.
 
     `dont_load`: regexes of model params that keep their fresh init (e.g. a new task head).
     `ignore`: regexes of checkpoint params with no place in the model (e.g. pretraining heads).
@@ -301,8 +298,12 @@ def load_pretrained(
     mesh = jax.tree.leaves(param_shardings)[0].mesh
     replicated = NamedSharding(mesh, PartitionSpec())
 
+    to_model: dict[str, str] = {}
+
     def make_targets(metadata: dict) -> dict:
-        stored = flatten(metadata["params"])
+        raw = flatten(metadata["params"])
+        to_model.update(rename(list(raw)) if rename is not None else {p: p for p in raw})
+        stored = {to_model[p]: m for p, m in raw.items()}
         problems = []
         for path, x in model.items():
             if any(r.fullmatch(path) for r in keep_init):
@@ -323,11 +324,13 @@ def load_pretrained(
                 + "\n  ".join(problems)
                 + "\n(use transfer.dont_load / transfer.ignore regexes for intended differences)"
             )
-        target = {
+        target = {  # restored under the stored names (their digests), placed as the model's
             path: jax.ShapeDtypeStruct(
-                tuple(meta.shape), np.dtype(meta.dtype), sharding=shard.get(path, replicated)
+                tuple(meta.shape),
+                np.dtype(meta.dtype),
+                sharding=shard.get(to_model[path], replicated),
             )
-            for path, meta in stored.items()
+            for path, meta in raw.items()
         }
         return {"params": unflatten(target)}
 
@@ -339,7 +342,7 @@ def load_pretrained(
             "is damaged (see the warnings above)"
         )
     step, (restored, _) = found
-    restored = flatten(restored["params"])
+    restored = {to_model[p]: x for p, x in flatten(restored["params"]).items()}
     loaded = {
         path: (x if any(r.fullmatch(path) for r in keep_init) else restored[path].astype(x.dtype))
         for path, x in model.items()
@@ -388,10 +391,14 @@ def save_best(mngr: ocp.CheckpointManager, step: int, params, meta: dict) -> Non
     mngr.wait_until_finished()
 
 
-def restore_params(directory: str, abstract_params, shardings, step: int | None = None):
+def restore_params(
+    directory: str, abstract_params, shardings, step: int | None = None, *, rename=None
+):
     """(step, params) from a checkpoint directory (a run's `checkpoints/` or `best/`), placed
     with `shardings` and verified. `step` None: the newest good step (damaged ones reported);
-    an explicit step that is damaged is an error. FileNotFoundError if there is none."""
+    an explicit step that is damaged is an error. FileNotFoundError if there is none.
+    `rename(stored paths) -> {stored path: model path}` (tlx.models.migrate_paths) reads a
+    checkpoint written under older parameter names."""
     mngr = _reader(directory)
     steps = mngr.all_steps()
     if not steps or (step is not None and step not in steps):
@@ -399,8 +406,16 @@ def restore_params(directory: str, abstract_params, shardings, step: int | None 
             f"no checkpoint {'' if step is None else f'at step {step} '}in {directory} "
             f"(steps there: {sorted(steps)})"
         )
-    abstract = {"params": _abstract(abstract_params, shardings)}
-    make = _fitting(f"checkpoint {directory}", abstract)
+    model = flatten(_abstract(abstract_params, shardings))
+    to_model: dict[str, str] = {}
+
+    def make(metadata: dict) -> dict:
+        raw = flatten(metadata["params"])
+        to_model.update(rename(list(raw)) if rename is not None else {p: p for p in raw})
+        stored = unflatten({to_model.get(p, p): m for p, m in raw.items()})
+        _fits(f"checkpoint {directory} item 'params'", stored, unflatten(model))
+        return {"params": unflatten({p: model[to_model.get(p, p)] for p in raw})}
+
     read = lambda s: read_step(mngr, s, ("params",), make)  # noqa: E731
     found = (step, read(step)) if step is not None else newest_good(mngr, steps, read)
     mngr.close()
@@ -409,7 +424,9 @@ def restore_params(directory: str, abstract_params, shardings, step: int | None 
             f"every checkpoint in {directory} (steps {sorted(steps)}) is damaged (see above)"
         )
     step, (restored, _) = found
-    return step, restored["params"]
+    flat = {to_model.get(p, p): x for p, x in flatten(restored["params"]).items()}
+    leaves = [flat[path_str(p)] for p, _ in jax.tree_util.tree_leaves_with_path(abstract_params)]
+    return step, jax.tree.unflatten(jax.tree.structure(abstract_params), leaves)
 
 
 def load_word_vectors(source: str, vocab_spec: str, where: str, params, shardings):
@@ -436,3 +453,44 @@ def load_word_vectors(source: str, vocab_spec: str, where: str, params, sharding
         )
     flat[where] = jax.device_put(matrix.astype(flat[where].dtype), flatten(shardings)[where])
     return unflatten(flat), hits, len(tokens)
+
+
+# ------------------------------------------------------------------------ the restore order
+
+
+def restore_or_init(mngr, state, shardings, transfer, *, vocab: str, rename=None, reinit=None):
+    """The one restore order: (state, meta of the resumed step or None).
+
+    1. the run's own newest good checkpoint in `mngr` (params, optimizer state, step, RNG;
+       `meta` holds the data position);
+    2. else `transfer.init_from` (params only, load_pretrained with `rename`) and/or
+       `transfer.init_vectors` (word vectors into the table at `transfer.vectors_param`), with
+       the optimizer state made afresh for the loaded params (`reinit(params)`);
+    3. else `state`, the fresh initialisation."""
+    resumed = restore_latest(mngr, state, shardings)
+    if resumed is not None:
+        step, params, opt_state, meta = resumed
+        rng = np.array(meta["rng"], np.uint32)
+        state = state.replace(step=np.int32(step), params=params, opt_state=opt_state, rng=rng)
+        print(f"resumed from {mngr.directory} step {step}", flush=True)
+        return jax.device_put(state, shardings), meta
+    if not (transfer.init_from or transfer.get("init_vectors")):
+        return state, None
+    params = state.params
+    if transfer.init_from:
+        params, src_step = load_pretrained(
+            transfer.init_from,
+            params,
+            shardings.params,
+            dont_load=transfer.dont_load,
+            ignore=transfer.ignore,
+            rename=rename,
+        )
+        print(f"initialised from {transfer.init_from} (step {src_step})", flush=True)
+    if transfer.get("init_vectors"):
+        where = transfer.vectors_param
+        params, hits, n = load_word_vectors(
+            transfer.init_vectors, vocab, where, params, shardings.params
+        )
+        print(f"initialised {where} from {transfer.init_vectors}: {hits:,} / {n:,} words")
+    return state.replace(params=params, opt_state=reinit(params)), None

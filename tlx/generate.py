@@ -103,9 +103,9 @@ def generate_run(workdir: str, prompt: str, *, max_new_tokens=40, temperature=0.
                  seed=0, checkpoint_name="latest") -> tuple[str, str]:  # fmt: skip
     """(checkpoint used, prompt + continuation) from a gpt_lm run's checkpoint."""
     from data_pipelines import vocabularies
-    from tlx import checkpoint, evaluate, models
+    from tlx import checkpoint, models, steps
 
-    cfg = evaluate._load_run_config(workdir, None)
+    cfg = steps.load_run_config(workdir)
     if cfg.model.name != "gpt_lm":
         raise ConfigError(f"{workdir} holds a {cfg.model.name!r} model; generation needs gpt_lm")
     check_flags(temperature, top_k, max_new_tokens, cfg.model.vocab_size)

@@ -9,6 +9,8 @@ import jax
 import numpy as np
 from clu import metric_writers
 
+from tlx import objectives
+
 
 def reduce(window: list[dict]) -> dict[str, float]:
     """Averages per-step metrics given as (sum, count) pairs or plain scalars."""
@@ -20,9 +22,7 @@ def reduce(window: list[dict]) -> dict[str, float]:
             acc[0] += float(np.asarray(s))
             acc[1] += float(np.asarray(c))
     out = {k: s / c if c else float("nan") for k, (s, c) in totals.items()}
-    if "lm_loss" in out:  # derived: perplexity of the window's tokens
-        out["perplexity"] = math.exp(min(out["lm_loss"], 50.0))
-    return out
+    return objectives.derived_metrics(out)
 
 
 def _truncate_after(path: str, step: int) -> None:
@@ -74,6 +74,7 @@ class MetricsLog:
             f.write(json.dumps({"step": step, **named}) + "\n")
 
     def progress(self, step: int, metrics: dict[str, float]) -> None:
+        """`[step/total] k=v ... eta=` with every metric given (see `headline`)."""
         if self._start_step is None:
             self._start_step, self._start = step, time.time()
             eta = "?"
@@ -81,9 +82,7 @@ class MetricsLog:
             rate = (step - self._start_step) / max(time.time() - self._start, 1e-9)
             left = (self.total_steps - step) / rate if rate > 0 else math.inf
             eta = f"{int(left // 60)}m{int(left % 60):02d}s" if math.isfinite(left) else "?"
-        shown = " ".join(
-            f"{k}={v:.4g}" for k, v in metrics.items() if k in SHOWN and math.isfinite(v)
-        )
+        shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if math.isfinite(v))
         if self.is_main:
             print(f"[{step}/{self.total_steps}] {shown} eta={eta}", flush=True)
 
@@ -91,23 +90,19 @@ class MetricsLog:
         self.writer.close()
 
 
-SHOWN = (
-    "loss",
-    "mlm_accuracy",
-    "nsp_accuracy",
-    "accuracy",
-    "perplexity",
-    "lr",
-    "tokens_per_sec",
-    "eval/loss",
-    "eval/mlm_accuracy",
-    "eval/nsp_accuracy",
-    "eval/accuracy",
-    "eval/f1",
-    "eval/token_accuracy",
-    "eval/average",
-    "eval/perplexity",
-    "eval/wordsim353/spearman",
-    "eval/simlex999/spearman",
-    "eval/analogy/total_accuracy",
-)
+# Bookkeeping that stays in metrics.jsonl / TensorBoard, off the progress line.
+HIDDEN = ("grad_norm", "steps_per_sec", "step_time", "num_examples")
+
+
+def headline(metrics: dict[str, float], extra=()) -> dict[str, float]:
+    """The metrics a progress line shows: the top-level ones (a mixture's per-member `TASK/...`
+    stay in the logs) that are not bookkeeping, plus `extra` keys an evaluator names."""
+    return {k: v for k, v in metrics.items() if ("/" not in k and k not in HIDDEN) or k in extra}
+
+
+def quiet_logs() -> None:
+    """Library INFO logs (Orbax, clu, SeqIO) drown the progress line; --verbosity=0 restores."""
+    from absl import flags, logging
+
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)

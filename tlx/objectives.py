@@ -338,3 +338,27 @@ def get(name: str, lm_coef: float = 0.0, xent_chunk: int = XENT_CHUNK) -> Object
     if name in ("causal_lm", "bilm"):
         return functools.partial(OBJECTIVES[name], xent_chunk=xent_chunk)
     return OBJECTIVES[name]
+
+
+# Objectives with a language-model loss: their metrics gain perplexity = exp(lm_loss).
+_LM_LOSS = ("causal_lm", "bilm")
+
+
+def from_config(section) -> Objective:
+    """The objective a config's `objective` section names (name, lm_coef, xent_chunk). A run
+    directory written before the section existed stores the bare name: accepted."""
+    if isinstance(section, str):
+        return get(section)
+    return get(section["name"], section.get("lm_coef", 0.0), section.get("xent_chunk", XENT_CHUNK))
+
+
+def derived_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """Metrics an objective derives from its averaged ones: perplexity of the window's (or
+    split's) predicted tokens wherever an LM loss is reported (causal LM, biLM, GPT-1's aux)."""
+    if "lm_loss" not in metrics:
+        return metrics
+    return {**metrics, "perplexity": math.exp(min(metrics["lm_loss"], 50.0))}
+
+
+def name_of(section) -> str:
+    return section if isinstance(section, str) else section["name"]

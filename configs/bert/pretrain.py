@@ -24,7 +24,7 @@ def get_config(arg=None):
         dtype="float32",
         mlm_all_positions=False,
     )
-    c.objective = "mlm_nsp"
+    c.objective.name = "mlm_nsp"
     c.data.task = "bert_pretrain"
     c.data.seq_len = 128
     c.data.options = dict(

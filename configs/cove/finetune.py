@@ -4,7 +4,7 @@ r"""Downstream tasks on frozen CoVe: [GloVe; CoVe] (or GloVe alone, or scratch) 
       --workdir=runs/cove_sst2
   python launch/feature_table.py --cove=runs/cove --elmo=runs/elmo --workdir=runs/feature_table
 
-Arguments: task (sst2 | trec | mrpc | rte | conll2003_ner | wnut17_ner | ud_ewt_upos);
+Arguments: task (any of `python -m tlx.tasks list`);
 features = glove+cove (default: McCann et al. 2017's input, GloVe next to the MT-LSTM
 encoder's top layer) | glove (frozen GloVe 6B 50d alone) | scratch (trained embeddings, no
 transfer); init = the configs/cove/translate.py run whose encoder (and GloVe table) load, only

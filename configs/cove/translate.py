@@ -43,7 +43,7 @@ def get_config(arg=None):
         unroll=1,
         **SIZES[args.size],
     )
-    c.objective = "seq2seq"
+    c.objective.name = "seq2seq"
     c.data.task = "multi30k_en_de"
     c.data.vocab = "words:glove6b"
     # Source and target length: 0.16% of training targets (German words, punctuation, EOS) are
@@ -57,14 +57,13 @@ def get_config(arg=None):
     c.optim.eps = 1e-8
     c.optim.weight_decay = 0.0
     c.optim.grad_clip = 5.0
-    c.train.epochs = args.epochs
-    c.train.batch_size = args.batch
-    c.train.log_every = 50
-    c.train.eval_every = -1  # every epoch
-    c.train.eval_steps = -1  # the whole validation split
+    common.epochs_schedule(c, args.epochs, args.batch)
     c.checkpoint.every = 200
     c.checkpoint.max_to_keep = 2
+    # Greedy BLEU on the dev sentences once the run ends (tlx.translate: beam search, any split).
+    c.evals.bleu = dict(type="bleu", split="validation", beam=1, when="end")
     if args.runlocal:
+        c.evals.bleu.limit = 16
         c.model.hidden, c.model.decoder_hidden, c.model.tgt_embed_dim = 8, 16, 8
         c.data.seq_len = 16
         common.runlocal(c, steps=4, every=4, log_every=2, eval_steps=2)

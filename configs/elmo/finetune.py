@@ -4,13 +4,13 @@ the biLM's layers (mix=all) or its top layer (mix=last).
   python -m tlx.train --config=configs/elmo/finetune.py:task=conll2003_ner,mix=all,init=runs/elmo \
       --workdir=runs/elmo_conll
 
-Arguments: task (sst2 | trec | mrpc | rte | conll2003_ner | wnut17_ner | ud_ewt_upos);
+Arguments: task (any of `python -m tlx.tasks list`);
 mix = all (gamma * sum_k softmax(s)_k h_k over layer 0 = the char-CNN vector duplicated to the
 biLSTM width, and both biLSTM layers; Peters et al. 2018 eq. 1) | last (the top layer only);
 mix_l2 (lambda on ||s||^2, 0.0; the paper tried 0.001 and 1); init = the
 configs/elmo/pretrain.py run whose biLM loads; hidden, dropout, feature_dropout, lr, batch,
 epochs, seq_len, runlocal as in configs/cove/finetune.py. Words reach the biLM as characters
-(data.char_ids), so the biLM sees every word, even those outside its softmax vocabulary.
+(data.options.char_ids), so the biLM sees every word, even those outside its softmax vocabulary.
 Expected: see README's feature-transfer table.
 """
 

@@ -12,7 +12,7 @@ eval/perplexity = exp(eval/lm_loss) is the geometric mean of the two directions'
 Data: the causal_lm task (held-out documents for eval, packed rows with document ids; no word
 predicts across a document boundary) over the corpus' own word vocabulary `words:corpus` (the
 14,276 words seen 5+ times in the training split; rarer words are [UNK], as targets and, since
-`char_ids` (data.char_ids=True) spells each token of the vocabulary, as input characters too:
+`char_ids` (data.options.char_ids) spells each token of the vocabulary, as input characters too:
 `<unk>`). Downstream runs spell the 400,000 words of `words:glove6b`, so there the biLM reads
 nearly every word's own characters.
 
@@ -39,10 +39,10 @@ def get_config(arg=None):
         num_samples=args.num_samples,
         dropout_rate=0.1,
     )
-    c.objective = "bilm"
+    c.objective.name = "bilm"
     c.data.task = "causal_lm"
     c.data.vocab = "words:corpus"
-    c.data.char_ids = True
+    c.data.options.char_ids = True
     c.data.seq_len = 64
     c.train.steps = args.steps
     c.train.batch_size = 32

@@ -9,13 +9,13 @@ pretrained vectors, or on finetuned ones (Kim 2014's CNN-rand / -static / -non-s
   python launch/embedding_table.py --inits=glove6b,runs/word2vec --workdir=runs/emb_table
 
 The three modes differ in one line each: `scratch` leaves transfer.init_vectors empty (same
-vocabulary, same dim, random U[-0.25, 0.25] rows), `frozen` adds optim.frozen=['embed/.*'],
+vocabulary, same dim, random U[-0.25, 0.25] rows), `frozen` adds optim.frozen=['encoder/embed/.*'],
 `finetune` trains everything.
 
 Arguments (after the colon, comma-separated):
-  task     sst2 | trec | mrpc | rte (WordClassifier; a pair is encoded as its whole
-           `[CLS] a [SEP] b [SEP]` row), conll2003_ner | wnut17_ner | ud_ewt_upos (WordTagger,
-           one tag per word).
+  task     any downstream task of `python -m tlx.tasks list`: a sentence or pair task trains a
+           WordClassifier (a pair is encoded as its whole `[CLS] a [SEP] b [SEP]` row), a
+           tagging task a WordTagger (one tag per word).
   mode     scratch | frozen | finetune.
   init     glove6b (default): the 400,000-word GloVe 6B vocabulary and its 50-d vectors;
            or DIR, a tlx word2vec / GloVe run: vocabulary DIR/words.txt, vectors DIR/vectors.txt
@@ -78,7 +78,6 @@ def vectors_source(init: str) -> tuple[str, str, int]:
 
 
 def get_config(arg=None):
-    import data_pipelines  # the task registry says what head and metric each task needs
     from tlx.models import word_encoders
 
     args = common.parse_arg(
@@ -98,18 +97,17 @@ def get_config(arg=None):
     )
     if args.mode not in MODES:
         raise KeyError(f"mode must be one of {MODES}, got {args.mode!r}")
-    info = data_pipelines.downstream_info(args.task)
-    tagging = info.kind == "tagging"
-    encoder = args.encoder or ("bilstm" if tagging else "cnn")
-    allowed = word_encoders.TAGGER_ENCODERS if tagging else word_encoders.ENCODERS
+    task = common.downstream_task(args.task)
+    encoder = args.encoder or ("bilstm" if task.tagging else "cnn")
+    allowed = word_encoders.TAGGER_ENCODERS if task.tagging else word_encoders.ENCODERS
     if encoder not in allowed:
-        raise KeyError(f"encoder={encoder!r} for {info.kind} task {args.task}; expected {allowed}")
+        raise KeyError(f"encoder={encoder!r} for {task.kind} task {args.task}; expected {allowed}")
     vocab, vectors, dim = vectors_source(args.init)
 
     c = common.base_config()
     c.model = dict(
-        name="word_tagger" if tagging else "word_classifier",
-        num_classes=info.num_classes,
+        name=f"word_{task.head}",
+        num_classes=task.num_classes,
         vocab_size=None,  # the data vocabulary's (tlx.train fills it in)
         embed_dim=dim,
         encoder=encoder,
@@ -121,12 +119,12 @@ def get_config(arg=None):
         dropout_rate=args.dropout,
         embed_dropout=args.embed_dropout,
     )
-    c.objective = "tagging" if tagging else "classification"
+    common.downstream_training(c, task)
     c.data.task = args.task
     c.data.vocab = vocab
-    c.data.seq_len = common.DOWNSTREAM_SEQ_LEN.get(args.task, 128)
+    c.data.seq_len = task.seq_len
     c.transfer.init_vectors = "" if args.mode == "scratch" else vectors
-    c.optim.frozen = ["embed/.*"] if args.mode == "frozen" else []
+    c.optim.frozen = ["encoder/embed/.*"] if args.mode == "frozen" else []
     common.downstream_schedule(c, args, runlocal_seq_len=32)
     c.lock()
     return c

@@ -29,7 +29,7 @@ def get_config(arg=None):
         runlocal=False,
     )
     c = common.base_config()
-    c.objective = "glove"
+    c.objective.name = "glove"
     c.data.task = "glove"
     c.data.seq_len = 4096  # co-occurrence entries per row
     c.data.options.window = args.window
@@ -41,18 +41,5 @@ def get_config(arg=None):
     c.optim.lr = args.lr
     c.optim.end_factor = 1.0  # constant, as glove.c
     c.optim.initial_accumulator = 1.0
-    c.optim.weight_decay = 0.0
-    c.optim.grad_clip = 0.0
-    c.train.batch_size = args.batch
-    c.train.epochs = args.epochs
-    c.train.eval_every = 0  # once per epoch
-    c.train.log_every = 25
-    c.checkpoint.every = 200
-    if args.runlocal:
-        c.data.seq_len = 256
-        c.data.options.sources = ("inaugural",)
-        c.data.options.min_count = 2
-        c.model.dim = 16
-        common.runlocal(c, steps=6, every=3)
-        c.checkpoint.async_save = False
+    common.word_vector_run(c, args, log_every=25, runlocal_seq_len=256)
     return c

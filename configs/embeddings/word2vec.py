@@ -34,7 +34,7 @@ def get_config(arg=None):
         runlocal=False,
     )
     c = common.base_config()
-    c.objective = "sgns"
+    c.objective.name = "sgns"
     c.data.task = "skipgram"
     c.data.seq_len = 512  # centre words per row
     c.data.options.window = args.window
@@ -48,18 +48,5 @@ def get_config(arg=None):
     c.optim.duplicates = "sum"
     c.optim.lr = args.lr
     c.optim.end_factor = 1e-4 / 0.025  # gensim's min_alpha 0.0001 at alpha 0.025
-    c.optim.weight_decay = 0.0
-    c.optim.grad_clip = 0.0
-    c.train.batch_size = args.batch
-    c.train.epochs = args.epochs
-    c.train.eval_every = 0  # once per epoch
-    c.train.log_every = 50
-    c.checkpoint.every = 200
-    if args.runlocal:
-        c.data.seq_len = 64
-        c.data.options.sources = ("inaugural",)
-        c.data.options.min_count = 2
-        c.model.dim = 16
-        common.runlocal(c, steps=6, every=3)
-        c.checkpoint.async_save = False
+    common.word_vector_run(c, args, log_every=50, runlocal_seq_len=64)
     return c

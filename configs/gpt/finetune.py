@@ -1,21 +1,25 @@
 r"""GPT finetuning on a downstream task (GPT-1 section 3.3): L = L_task + lm_coef * L_lm.
 
   python -m tlx.train --config=configs/gpt/finetune.py:task=sst2,init=runs/gpt_mini \
-      --config.lm_coef=0.5 --workdir=runs/gpt_mini_sst2
+      --config.objective.lm_coef=0.5 --workdir=runs/gpt_mini_sst2
 
 Arguments (after the colon, comma-separated):
-  task     sst2 | trec | mrpc | rte | conll2003_ner | wnut17_ner | ud_ewt_upos. Inputs are
-           framed `<s> text <e>` and, for pairs, `<s> a $ b <e>` (data option framing='gpt';
-           <s> = [CLS], $ = [SEP], <e> = [MASK] of the vocabulary); the classifier reads the
-           final state at <e>, the last token; taggers read every token's (left-context) state.
+  task     any downstream task of `python -m tlx.tasks list` (its registry entry gives the
+           head, its classes and data.seq_len). Inputs are framed `<s> text <e>` and, for
+           pairs, `<s> a $ b <e>` (data option framing='gpt'; <s> = [CLS], $ = [SEP],
+           <e> = [MASK] of the vocabulary); the classifier reads the final state at <e>, the
+           last token; taggers read every token's (left-context) state.
   lm_coef  lambda of the auxiliary LM loss over the task inputs (GPT-1: 0.5, the default when
            finetuning; 0 = off, which also skips computing it, the default in feature mode,
-           where the decoder cannot change). Also --config.lm_coef=...
+           where the decoder cannot change). Also --config.objective.lm_coef=...
   mode     finetune (everything trains) | feature (the decoder is frozen: stop_gradient +
            optim.frozen, and the head reads the last four layers through one hidden layer).
   init     a tlx gpt_lm run dir: sets transfer.init_from, the model shape / variant and the
            vocabulary from DIR. (A `tlx.convert import-hf --model=gpt2` dir holds weights
            only: GPT-2's BPE vocabulary is not a tlx vocabulary yet, so it is refused here.)
+  scratch  with init: from scratch at DIR's shape, variant and vocabulary (no
+           transfer.init_from), e.g. `init=runs/gpt_mini,scratch`: the "same model, no
+           pretraining" baseline of launch/finetune_table.py.
   size, variant, vocab   the model when training from scratch (no init).
   lr, batch, epochs      GPT-1: 6.25e-5, 32, 3 epochs, warmup 0.2%, linear decay (the default
            for size small); tiny / mini take 3e-4 (as BERT-mini does), feature mode 1e-3.
@@ -38,8 +42,6 @@ SHAPE = (
 
 
 def get_config(arg=None):
-    import data_pipelines  # the task registry says what head and metric each task needs
-
     args = common.parse_arg(
         arg,
         task="sst2",
@@ -48,24 +50,26 @@ def get_config(arg=None):
         vocab="sp8000",
         mode="finetune",
         init="",
+        scratch=False,
         lm_coef=-1.0,  # -1: 0.5 (GPT-1) when finetuning, 0 in feature mode
         lr=0.0,
         batch=32,
         epochs=3.0,
         runlocal=False,
     )
-    info = data_pipelines.downstream_info(args.task)
+    task = common.downstream_task(args.task)
     if args.mode not in ("finetune", "feature"):
         raise KeyError(f"mode must be finetune or feature, got {args.mode!r}")
-    tagging = info.kind == "tagging"
+    if args.scratch and not args.init:
+        raise KeyError("scratch takes its shape from init=DIR; without init it is the default")
     feature = args.mode == "feature"
 
     c = common.base_config()
     c.model = dict(
-        name="gpt_tagger" if tagging else "gpt_classifier",
+        name=f"gpt_{task.head}",
         size=args.size,
         variant=args.variant,
-        num_classes=info.num_classes,
+        num_classes=task.num_classes,
         vocab_size=None,  # None: the data vocabulary's size
         max_position=512,
         dropout_rate=0.1,
@@ -81,35 +85,31 @@ def get_config(arg=None):
         num_heads=None,
         intermediate_size=None,
     )
-    c.objective = "tagging" if tagging else "classification"
-    c.lm_coef = args.lm_coef if args.lm_coef >= 0 else (0.0 if feature else 0.5)
+    common.downstream_training(c, task)
+    c.objective.lm_coef = args.lm_coef if args.lm_coef >= 0 else (0.0 if feature else 0.5)
     # 0 materialises [B, L, V] float32 logits for the LM loss: the faster choice at these
     # shapes on CPU and on GPU in float32 (launch/README.md, GPT benchmark). N > 0 uses the
     # fused tied cross-entropy over chunks of N positions, which never holds [B, L, V]: use it
     # when batch x length x vocab logits would not fit (e.g. 32 positions a chunk).
-    c.xent_chunk = 0
+    c.objective.xent_chunk = 0
     c.data.task = args.task
     c.data.vocab = args.vocab
     c.data.options = dict(framing="gpt")
-    c.data.seq_len = common.DOWNSTREAM_SEQ_LEN.get(args.task, 128)
-    c.train.epochs = args.epochs
-    c.train.batch_size = args.batch
-    c.train.log_every = 50
-    c.train.eval_every = -1  # every epoch
-    c.train.eval_steps = -1  # the whole dev split
+    c.data.seq_len = task.seq_len
+    common.epochs_schedule(c, args.epochs, args.batch)
     init_shape, init_vocab = common.init_source(args.init, SHAPE) if args.init else ({}, "")
     size = init_shape.get("size", args.size)  # a pretrained run's size decides
     small_model = size in ("tiny", "mini")
     c.optim.lr = args.lr or (1e-3 if feature else 3e-4 if small_model else 6.25e-5)
     c.optim.warmup_fraction = 0.002 if args.epochs >= 1 else 0.1
-    c.optim.frozen = ["decoder/.*"] if feature else []
+    c.optim.frozen = ["encoder/.*"] if feature else []
     c.checkpoint.every = 100_000  # resume points; the best dev checkpoint is kept separately
     c.checkpoint.max_to_keep = 1
-    c.transfer.dont_load = ["classifier.*"]
+    c.transfer.dont_load = ["head/.*"]
     if args.init:
         c.model.update(init_shape)
         c.data.vocab = init_vocab
-        c.transfer.init_from = args.init
+        c.transfer.init_from = "" if args.scratch else args.init
         if c.model.size not in ("tiny", "mini", "small", "custom"):
             c.model.size = "custom"
     layers = c.model.num_layers or {"tiny": 2, "mini": 4, "small": 12}.get(c.model.size, 4)

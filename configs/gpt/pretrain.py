@@ -32,12 +32,12 @@ def get_config(arg=None):
         gelu="tanh",
         dtype="float32",
     )
-    c.objective = "causal_lm"
+    c.objective.name = "causal_lm"
     # 0 materialises [B, L, V] float32 logits for the LM loss: the faster choice at these
     # shapes on CPU and on GPU in float32 (launch/README.md, GPT benchmark). N > 0 uses the
     # fused tied cross-entropy over chunks of N positions, which never holds [B, L, V]: use it
     # when batch x length x vocab logits would not fit (e.g. 32 positions a chunk).
-    c.xent_chunk = 0
+    c.objective.xent_chunk = 0
     c.data.task = "causal_lm"
     c.data.vocab = args.vocab
     c.data.seq_len = 128

@@ -177,7 +177,7 @@ def check_run_data(cfg: ml_collections.ConfigDict, splits: Sequence[str]) -> Non
     """Fails in seconds if a split of the run's task cannot be read: verifies the files each
     split reads (unless cfg.data.verify is False), then reads one example of each split.
 
-    cfg.data.task_name must be resolved (tlx.train.resolve_task). Raises ConfigError for a
+    cfg.data.task_name must be resolved (tlx.steps.resolve_task). Raises ConfigError for a
     split the task lacks, FileNotFoundError / DataError for missing or bad data, and DataError
     for a split that yields no examples.
     """
