@@ -136,6 +136,10 @@ VALUE_CASES = [
     ((glove, "runlocal"), {"data.options.x_max": 0.0}, "data.options.x_max=0.0"),
     ((elmo_pretrain, "runlocal"), {"checkpoint.every": -5}, "checkpoint.every=-5"),
     ((cove_translate, "runlocal"), {"train.batch_size": 6}, ("train.batch_size=6", "devices")),
+    (BERT, {"best_metric": "dev/loss"}, ("best_metric='dev/loss'", "['eval']")),
+    (BERT, {"evals.eval.type": "perplexity"}, ("evals.eval.type='perplexity'", "objective")),
+    (BERT, {"evals.eval.when": "never"}, "evals.eval.when='never'"),
+    (BERT, {"best_mode": "lowest"}, "best_mode='lowest'"),
 ]
 
 

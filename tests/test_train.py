@@ -25,7 +25,9 @@ _cfg = sys.modules["tlx_tests_conftest"].config_with  # tests/conftest.py
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("pretrain")
-    cfg = _cfg(pretrain, "size=tiny,runlocal")
+    # Two evaluations, and a second evaluator (the objective on one train batch) beside `eval`.
+    cfg = _cfg(pretrain, "size=tiny,runlocal", **{"train.eval_every": 2})
+    cfg.evals.on_train = {"type": "objective", "split": "train", "steps": 1}
     final = train.train_and_evaluate(cfg, str(workdir))
     return workdir, final
 
@@ -52,6 +54,30 @@ def test_pretrain_writes_metrics_tensorboard_and_checkpoints(pretrained):
         4,
     ]
     assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_configured_evaluators_log_under_their_names_and_keep_the_lowest_loss(pretrained):
+    workdir, final = pretrained
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if "eval/loss" in r]
+    assert [r["step"] for r in evals] == [2, 4]
+    assert [r["step"] for r in rows if "on_train/loss" in r] == [2, 4]
+    assert np.isfinite(final["on_train/loss"]) and final["on_train/loss"] != final["eval/loss"]
+    best = json.loads((workdir / "best_metrics.json").read_text())  # best_metric: eval/loss, min
+    losses = [r["eval/loss"] for r in evals]
+    assert (best["metric"], best["mode"]) == ("eval/loss", "min")
+    assert best["value"] == min(losses) and best["step"] == evals[losses.index(min(losses))]["step"]
+    assert final["best/loss"] == best["value"] and final["best/step"] == best["step"]
+    assert [p.name for p in (workdir / "best").iterdir() if p.name.isdigit()] == [str(best["step"])]
+
+
+def test_a_best_checkpoint_from_before_fractions_reads_in_todays_units():
+    old = {"step": 8, "metric": "accuracy", "value": 77.5,
+           "metrics": {"loss": 0.6, "accuracy": 77.5, "f1": 50.0, "num_examples": 872}}  # fmt: skip
+    new = train._fractions(old)
+    assert new["metric"] == "eval/accuracy" and new["value"] == 0.775 and new["units"] == "fraction"
+    assert new["metrics"] == {"loss": 0.6, "accuracy": 0.775, "f1": 0.5, "num_examples": 872}
+    assert train._fractions(new) == new  # today's meta is left as it is
 
 
 def test_finetune_loads_encoder_and_freezing_keeps_it(pretrained, tmp_path):

@@ -458,6 +458,15 @@ def load_word_vectors(source: str, vocab_spec: str, where: str, params, sharding
 # ------------------------------------------------------------------------ the restore order
 
 
+def _stored_under_old_names(mngr, rename) -> bool:
+    """Whether the newest step's params carry paths that `rename` maps to other ones."""
+    try:
+        stored = list(flatten(mngr.item_metadata(mngr.latest_step())["params"]))
+    except Exception:  # noqa: BLE001 - unreadable: the original error says so
+        return False
+    return any(src != dst for src, dst in rename(stored).items())
+
+
 def restore_or_init(mngr, state, shardings, transfer, *, vocab: str, rename=None, reinit=None):
     """The one restore order: (state, meta of the resumed step or None).
 
@@ -467,7 +476,18 @@ def restore_or_init(mngr, state, shardings, transfer, *, vocab: str, rename=None
        `transfer.init_vectors` (word vectors into the table at `transfer.vectors_param`), with
        the optimizer state made afresh for the loaded params (`reinit(params)`);
     3. else `state`, the fresh initialisation."""
-    resumed = restore_latest(mngr, state, shardings)
+    try:
+        resumed = restore_latest(mngr, state, shardings)
+    except CheckpointError as e:
+        if rename is not None and _stored_under_old_names(mngr, rename):
+            workdir = os.path.dirname(str(mngr.directory))
+            raise CheckpointError(
+                f"{e}\nThese checkpoints name their parameters as tlx did before the encoder/ "
+                "+ head/ layout (tlx.models.migrate): a run is not resumed across that change. "
+                f"Score it with `python -m tlx.evaluate --workdir={workdir}` (renamed on "
+                "read), or start a new run from it with --config.transfer.init_from"
+            ) from e
+        raise
     if resumed is not None:
         step, params, opt_state, meta = resumed
         rng = np.array(meta["rng"], np.uint32)

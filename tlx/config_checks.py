@@ -19,7 +19,7 @@ import ml_collections
 from tlx.errors import ConfigError
 
 # Keys that may change when a run resumes: how long it runs, how often it logs, evaluates and
-# saves, where it reads its data from, and the override list itself.
+# saves, what it evaluates, where it reads its data from, and the override list itself.
 RESUMABLE = (
     "train.steps",
     "train.epochs",
@@ -33,6 +33,7 @@ RESUMABLE = (
     "data.data_dir",
     "data.verify",
     "transfer.init_from",  # ignored on resume: the run's own checkpoint comes first
+    "evals",  # what is evaluated, not what is trained (best_metric may not change)
     "multihost",
 )
 

@@ -154,7 +154,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str
     if checkpoint.has_steps(ckpt_dir) and os.path.exists(saved_config):
         config_checks.check_resume(saved_config, cfg)
     # Every split the run reads, opened and checked now: seconds, not after training.
-    data_verify.check_run_data(cfg, ("train", *evaluators.splits_read(cfg)))
+    data_verify.check_run_data(cfg, ("train", *evaluators.splits_read(cfg)))  # checks c.evals
 
     # --- model, optimizer, mesh, shardings ---------------------------------------------------
     setup = steps.build(cfg, input_pipeline.example_batch(cfg, global_batch))
@@ -197,8 +197,8 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str
 
     # --- evaluators, logs, the best checkpoint -----------------------------------------------
     evals = evaluators.build(setup, cfg, workdir)
-    log = MetricsLog(workdir, total_steps, start_step=int(state.step))
     best = BestTracker(workdir, cfg)
+    log = MetricsLog(workdir, total_steps, start_step=int(state.step))
 
     def evaluate(step: int, when: str) -> dict[str, dict[str, float]]:
         results = {n: e.run(state.params) for n, e in evals.items() if e.when == when}

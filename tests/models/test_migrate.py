@@ -199,3 +199,30 @@ def test_an_old_runs_checkpoint_restores_under_todays_names(case, tmp_path):
 
 
 _FakeState = sys.modules["tlx_tests_conftest"].FakeTrainState  # tests/conftest.py
+
+
+def test_resuming_an_old_run_says_how_to_use_it(tmp_path):
+    """Its own checkpoints under the old names are not resumed; the error says what to do."""
+    import jax.numpy as jnp
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    from tlx import checkpoint, steps
+
+    cfg, old = CASES["word_classifier_cnn"], LEGACY["word_classifier_cnn"]
+    mngr = checkpoint.manager(str(tmp_path / "checkpoints"), every=1)
+    checkpoint.save(mngr, 3, _FakeState(migrate.unflatten(fill(old["params"]))), {"step": 3},
+                    force=True)  # fmt: skip
+    mngr.wait_until_finished()
+    params = jax.tree.map(jnp.zeros_like, _abstract(cfg, batch_for(cfg)))
+    state = steps.TrainState(jnp.zeros((), jnp.int32), params, {"count": jnp.zeros((), jnp.int32)},
+                             jax.random.PRNGKey(0))  # fmt: skip
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+    shardings = jax.tree.map(lambda _: NamedSharding(mesh, PartitionSpec()), state)
+    transfer = ml_collections.ConfigDict({"init_from": "", "init_vectors": ""})
+    rename = lambda paths: models.migrate_paths(cfg["name"], paths)  # noqa: E731
+    with pytest.raises(checkpoint.CheckpointError, match="before the encoder/ \\+ head/ layout"):
+        checkpoint.restore_or_init(mngr, state, shardings, transfer, vocab="", rename=rename)
+    with pytest.raises(checkpoint.CheckpointError, match="does not fit") as plain:
+        checkpoint.restore_or_init(mngr, state, shardings, transfer, vocab="")
+    assert "encoder/ + head/" not in str(plain.value)
+    mngr.close()

@@ -46,6 +46,10 @@ def specs(cfg: ml_collections.ConfigDict) -> dict[str, dict]:
             raise base.ConfigError(
                 f"evals.{name}.type={spec.get('type')!r}: expected one of {sorted(TYPES)}"
             )
+        if spec.get("when", "eval") not in base.WHEN:
+            raise base.ConfigError(
+                f"evals.{name}.when={spec['when']!r}: expected one of {base.WHEN}"
+            )
         out[name] = spec
     return out
 
@@ -96,7 +100,15 @@ def build(setup, cfg, workdir: str, **overrides) -> dict[str, base.Evaluator]:
 
 
 def splits_read(cfg: ml_collections.ConfigDict) -> tuple[str, ...]:
-    """The task splits the run's evaluators read (checked before training starts)."""
+    """The task splits the run's evaluators read (checked before training starts, as are the
+    evaluator types and that c.best_metric names one of them)."""
+    names = specs(cfg)
+    metric, _ = best(cfg)
+    if metric and metric.partition("/")[0] not in names:
+        raise base.ConfigError(
+            f"best_metric={metric!r} names no evaluator of the run (evals: {sorted(names)}); "
+            "set it to EVAL/METRIC, or '' to keep no best checkpoint"
+        )
     out = []
     for spec in specs(cfg).values():
         out.extend(TYPES[spec["type"]].splits(cfg, spec))
