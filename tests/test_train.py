@@ -14,7 +14,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from configs.bert import finetune, pretrain
-from tlx import checkpoint, train
+from tlx import best, checkpoint, train
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -74,10 +74,10 @@ def test_configured_evaluators_log_under_their_names_and_keep_the_lowest_loss(pr
 def test_a_best_checkpoint_from_before_fractions_reads_in_todays_units():
     old = {"step": 8, "metric": "accuracy", "value": 77.5,
            "metrics": {"loss": 0.6, "accuracy": 77.5, "f1": 50.0, "num_examples": 872}}  # fmt: skip
-    new = train._fractions(old)
+    new = best._fractions(old)
     assert new["metric"] == "eval/accuracy" and new["value"] == 0.775 and new["units"] == "fraction"
     assert new["metrics"] == {"loss": 0.6, "accuracy": 0.775, "f1": 0.5, "num_examples": 872}
-    assert train._fractions(new) == new  # today's meta is left as it is
+    assert best._fractions(new) == new  # today's meta is left as it is
 
 
 def test_finetune_loads_encoder_and_freezing_keeps_it(pretrained, tmp_path):

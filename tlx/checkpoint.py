@@ -356,41 +356,6 @@ def load_pretrained(
 BEST_DIR = "best"
 
 
-def best_manager(workdir: str) -> ocp.CheckpointManager:
-    """`workdir/best`: the params (and metrics) of the best dev evaluation so far, one kept."""
-    return ocp.CheckpointManager(
-        os.path.abspath(os.path.join(workdir, BEST_DIR)),
-        options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True),
-        item_handlers={
-            "params": ocp.StandardCheckpointHandler(),
-            "meta": ocp.JsonCheckpointHandler(),
-        },
-    )
-
-
-def best_so_far(mngr: ocp.CheckpointManager) -> dict | None:
-    """The meta ({'step', 'metric', 'value', 'metrics'}) of the kept best checkpoint, if any.
-    A damaged meta is reported and treated as no best so far (the next evaluation replaces it)."""
-    step = mngr.latest_step()
-    if step is None:
-        return None
-    try:
-        return mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-    except Exception as e:  # noqa: BLE001
-        _report(f"best checkpoint {mngr.directory}/{step}: meta unreadable ({_describe(e)})")
-        return None
-
-
-def save_best(mngr: ocp.CheckpointManager, step: int, params, meta: dict) -> None:
-    meta = {**meta, "digests": tree_digests({"params": params})}
-    mngr.save(
-        step,
-        args=ocp.args.Composite(params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta)),
-        force=True,
-    )
-    mngr.wait_until_finished()
-
-
 def restore_params(
     directory: str, abstract_params, shardings, step: int | None = None, *, rename=None
 ):

@@ -19,6 +19,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from tlx import best as best_lib
 from tlx import checkpoint, config_checks, evaluators, input_pipeline, models, partitioning, steps
 from tlx.data import verify as data_verify
 from tlx.errors import ConfigError, DivergedError, cli_boundary
@@ -81,63 +82,6 @@ def _apply_epochs(cfg: ml_collections.ConfigDict) -> None:
     )
 
 
-class BestTracker:
-    """Keeps the params of the best evaluation of `c.best_metric` (NAME/METRIC of one of the
-    run's evaluators; `c.best_mode` max or min) in `workdir/best`, its metrics beside them."""
-
-    def __init__(self, workdir: str, cfg: ml_collections.ConfigDict):
-        self.metric, self.mode = evaluators.best(cfg)
-        self.source, _, self.key = self.metric.partition("/")
-        self.mngr = checkpoint.best_manager(workdir) if self.metric else None
-        self.best = _fractions(checkpoint.best_so_far(self.mngr)) if self.mngr else None
-        self.workdir = workdir
-
-    def update(self, step: int, params, results: dict[str, dict[str, float]]) -> None:
-        if self.mngr is None:
-            return
-        if self.key not in results.get(self.source, {}):
-            raise ConfigError(
-                f"best_metric={self.metric!r} is not a metric of the run's evaluators: "
-                + ", ".join(f"{n}/{k}" for n, r in results.items() for k in r)
-            )
-        value = results[self.source][self.key]
-        if self.best is not None:
-            before = self.best["value"]
-            if not (value > before if self.mode == "max" else value < before):
-                return
-        self.best = {
-            "step": step,
-            "metric": self.metric,
-            "mode": self.mode,
-            "value": value,
-            "metrics": results[self.source],
-            "units": "fraction",
-        }
-        checkpoint.save_best(self.mngr, step, params, self.best)
-        if jax.process_index() == 0:
-            with open(os.path.join(self.workdir, "best_metrics.json"), "w") as f:
-                json.dump(self.best, f, indent=2)
-
-    def close(self) -> None:
-        if self.mngr is not None:
-            self.mngr.close()
-
-
-def _fractions(meta: dict | None) -> dict | None:
-    """A best checkpoint's meta from before metrics were fractions (no "units": only downstream
-    runs kept one, their task metrics in percent), in today's units and metric names."""
-    if meta is None or "units" in meta:
-        return meta
-    keep = lambda k: k.endswith("loss") or k == "num_examples"  # noqa: E731
-    return {
-        **meta,
-        "metric": f"eval/{meta['metric']}",
-        "value": meta["value"] / 100.0,
-        "metrics": {k: v if keep(k) else v / 100.0 for k, v in meta["metrics"].items()},
-        "units": "fraction",
-    }
-
-
 def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     """Trains per `cfg`, resuming from `workdir` if it holds checkpoints; returns final metrics."""
     # --- distributed init, data task, checks (nothing is written before they pass) ----------
@@ -197,7 +141,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str
 
     # --- evaluators, logs, the best checkpoint -----------------------------------------------
     evals = evaluators.build(setup, cfg, workdir)
-    best = BestTracker(workdir, cfg)
+    best = best_lib.BestTracker(workdir, cfg)
     log = MetricsLog(workdir, total_steps, start_step=int(state.step))
 
     def evaluate(step: int, when: str) -> dict[str, dict[str, float]]:
