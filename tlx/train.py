@@ -112,7 +112,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str
         flush=True,
     )
 
-    # --- restore: own checkpoint, else init_from and/or init_vectors, else fresh -------------
+    # --- restore (checkpoint.restore_or_init: the run's own, else transfer.*, else fresh) -----
     mngr = checkpoint.manager(
         ckpt_dir,
         every=cfg.checkpoint.every,

@@ -62,7 +62,10 @@ def test_legacy_params_give_the_legacy_outputs(case):
     model = models.build(ml_collections.ConfigDict(cfg))
     batch = batch_for(cfg)
     outputs, inter = jax.jit(lambda p: model.apply({"params": p}, batch))(params)
-    np.testing.assert_allclose(outputs["logits"], old["logits"], rtol=1e-5, atol=2e-6)
+    # The golden logits are float32 from one CPU; another ISA sums in another order (~1e-6).
+    # A wrong mapping (a swapped, transposed or left-at-init tensor) moves them by the scale of
+    # the path-dependent 0.1-scale fill values, far above 1e-4; reduction order stays below.
+    np.testing.assert_allclose(outputs["logits"], old["logits"], rtol=0, atol=1e-4)
     assert {k: list(np.shape(v)) for k, v in outputs.items()} == old["outputs"]
     shapes = {
         k: [list(np.shape(x)) for x in v] if isinstance(v, list) else list(np.shape(v))
