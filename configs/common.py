@@ -41,6 +41,15 @@ def base_config() -> ml_collections.ConfigDict:
             "log_every": 50,
             "eval_every": 500,  # <= 0: once per epoch (needs epochs > 0)
             "eval_steps": 20,  # -1: the whole eval split
+            # Accelerator scale (tlx.optim, tlx.train): K slices of the global batch scanned
+            # inside one step with a float32 gradient accumulator; batches built ahead and put
+            # on device while the step runs; "A,B": a jax.profiler trace of steps A..B in
+            # WORKDIR/profile (process 0); the chip's peak for MFU (0: tlx.flops' table by
+            # device_kind, None on unknown hardware).
+            "microbatches": 1,
+            "prefetch": 2,
+            "profile_steps": "",
+            "peak_tflops_per_device": 0.0,
         }
     )
     c.optim = ml_collections.ConfigDict(

@@ -35,7 +35,27 @@ RESUMABLE = (
     "transfer.init_from",  # ignored on resume: the run's own checkpoint comes first
     "evals",  # what is evaluated, not what is trained (best_metric may not change)
     "multihost",
+    # How a step is computed, not what it computes: the same math to roundoff.
+    "train.microbatches",
+    "train.prefetch",
+    "train.profile_steps",
+    "train.peak_tflops_per_device",
+    "model.remat",
+    "model.attention_impl",
 )
+
+# Keys added after runs were saved, with the value an older config.json implicitly had: an
+# absent key equal to its default is no change on resume.
+ADDED_DEFAULTS = {
+    "train.microbatches": 1,
+    "train.prefetch": 2,
+    "train.profile_steps": "",
+    "train.peak_tflops_per_device": 0.0,
+    "model.dtype": "float32",
+    "model.param_dtype": "float32",
+    "model.remat": "none",
+    "model.attention_impl": "xla",
+}
 
 
 def _flat(tree, prefix="") -> dict:
@@ -66,6 +86,8 @@ def resume_changes(saved: dict, cfg: ml_collections.ConfigDict) -> list[str]:
     changes = []
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key, missing), new.get(key, missing)
+        if a is missing and key in ADDED_DEFAULTS and b == ADDED_DEFAULTS[key]:
+            continue
         if a != b and key not in allowed and not any(key.startswith(f"{k}.") for k in allowed):
             changes.append(f"{key}: {a!r} -> {b!r}")
     return changes
