@@ -31,8 +31,13 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
 def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
-    c.mesh = ml_collections.ConfigDict({"data": -1, "model": 1})
-    c.partition_rules = ()  # empty: tlx.partitioning.DEFAULT_RULES
+    # Mesh axes: data (replicas), fsdp (replicas each holding 1/fsdp of params and optimizer
+    # state), model (tensor parallel); presets split batches over data x fsdp. mesh_dcn: outer
+    # axes across TPU slices or hosts, e.g. {"data": 2} (tlx/partitioning.py docstring).
+    c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "model": 1})
+    c.mesh_dcn = ml_collections.ConfigDict({"data": 1, "fsdp": 1, "model": 1})
+    c.partition_preset = ""  # "" (DEFAULT_RULES) | dp | fsdp | tp | fsdp+tp
+    c.partition_rules = ()  # no preset: the whole table (empty: DEFAULT_RULES); else tried first
     c.train = ml_collections.ConfigDict(
         {
             "steps": 1000,  # > 0 wins over epochs; <= 0: from train.epochs
@@ -245,6 +250,8 @@ def feature_transfer(
         pool="max",
         dropout_rate=args.dropout,
         feature_dropout=args.feature_dropout,
+        dtype="float32",  # the whole model's, pretrained parts included (tlx.precision)
+        param_dtype="float32",
     )
     downstream_training(c, task)
     c.data.task = args.task
@@ -270,7 +277,7 @@ def feature_transfer(
         c.model.elmo = {
             k: list(map(list, v)) if k == "filters" else v
             for k, v in dataclasses.asdict(shape).items()
-            if k != "dtype"
+            if k not in ("dtype", "param_dtype", "remat")  # the model section's policy
         }
         c.model.mix = args.mix
         c.model.mix_l2 = args.mix_l2

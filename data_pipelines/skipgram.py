@@ -6,6 +6,10 @@ kept stream is cut into rows of `seq_len` centre words plus `window` words of co
 side. Per centre the row also carries its reduced window b ~ U{1..W} and K noise words drawn
 from the unigram^0.75 distribution. Pairs are formed on the device (tlx.models.embeddings), so
 a row costs the pipeline (C + 2W) + C(K + 1) ints instead of one record per (centre, context).
+With `noise_group` = G and `noise_draws` = S (other than 1 and 1) the row carries
+`group_negatives` [C / G, S, K] instead of `negatives` [C, K]: per group of G consecutive
+centres, S draws of K noise words that all the group's pairs share (the model's per-group
+formulation), so a row costs (C + 2W) + C + C S K / G ints.
 
 Epochs differ (subsampling, windows, noise and row order are redrawn from (seed, epoch)); rows
 are dealt to shards round-robin, so shards are disjoint and together are the whole epoch.
@@ -24,6 +28,7 @@ from data_pipelines import corpus, sources, words
 _SALT = 0x5C1B
 _BLOCK = 64  # rows per generator element
 FEATURES = ("tokens", "sentence", "window", "negatives")
+GROUP_FEATURES = ("tokens", "sentence", "window", "group_negatives")  # noise shared by groups
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +38,8 @@ class SkipGramOptions:
     negatives: int = 5  # noise words per centre (`-negative`)
     sample: float = 1e-3  # subsampling threshold t (`-sample`); 0 disables
     noise_power: float = 0.75
+    noise_group: int = 1  # G: consecutive centres that share their noise draws
+    noise_draws: int = 1  # S: draws of `negatives` noise words per group
     min_count: int = 5
     max_vocab: int = 0
     sources: tuple[str, ...] = corpus.DEFAULT_SOURCES
@@ -40,15 +47,33 @@ class SkipGramOptions:
 
     def __post_init__(self):
         object.__setattr__(self, "sources", tuple(self.sources))
-        for name in ("seq_len", "window", "negatives", "min_count"):
+        for name in ("seq_len", "window", "negatives", "min_count", "noise_group", "noise_draws"):
             if getattr(self, name) < 1:
                 raise ValueError(f"skipgram option {name}={getattr(self, name)} must be >= 1")
+        if self.seq_len % self.noise_group:
+            raise ValueError(
+                f"skipgram option noise_group={self.noise_group} must divide seq_len={self.seq_len}"
+            )
         if self.sample < 0:
             raise ValueError(f"skipgram option sample={self.sample} must be >= 0")
 
     @property
     def corpus_options(self) -> words.CorpusOptions:
         return words.CorpusOptions(self.sources, self.min_count, self.max_vocab, self.eval_fraction)
+
+    @property
+    def grouped(self) -> bool:
+        return (self.noise_group, self.noise_draws) != (1, 1)
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        return GROUP_FEATURES if self.grouped else FEATURES
+
+    def noise_shape(self) -> tuple[int, ...]:
+        """A row's noise words: [C, K] per centre, or [C / G, S, K] per group."""
+        if self.grouped:
+            return (self.seq_len // self.noise_group, self.noise_draws, self.negatives)
+        return (self.seq_len, self.negatives)
 
 
 def keep_probability(counts: np.ndarray, sample: float) -> np.ndarray:
@@ -71,8 +96,9 @@ def noise_table(counts: np.ndarray, power: float, size: int = NOISE_TABLE) -> np
 
 
 def epoch_rows(wc: words.WordCorpus, opts: SkipGramOptions, rng: np.random.Generator):
-    """One epoch: (tokens [R, C+2W], sentence [R, C+2W], window [R, C], negatives [R, C, K])."""
-    c, w, k = opts.seq_len, opts.window, opts.negatives
+    """One epoch: (tokens [R, C+2W], sentence [R, C+2W], window [R, C], noise words [R, C, K]
+    or, grouped, [R, C / G, S, K])."""
+    c, w = opts.seq_len, opts.window
     keep = rng.random(len(wc.ids)) < keep_probability(wc.counts, opts.sample)[wc.ids]
     ids, sent = wc.ids[keep], wc.sentence[keep]
     n_rows = -(-len(ids) // c)
@@ -82,7 +108,7 @@ def epoch_rows(wc: words.WordCorpus, opts: SkipGramOptions, rng: np.random.Gener
     starts = np.arange(n_rows)[:, None] * c + np.arange(c + 2 * w)[None]  # [R, C+2W]
     window = rng.integers(1, w + 1, (n_rows, c), dtype=np.int32)
     table = noise_table(wc.counts, opts.noise_power)
-    negatives = table[rng.integers(0, len(table), (n_rows, c, k))]
+    negatives = table[rng.integers(0, len(table), (n_rows, *opts.noise_shape()))]
     return ids[starts], sent[starts], window, negatives
 
 
@@ -95,7 +121,7 @@ def source_dataset(split, shuffle_files, seed=None, shard_info=None, *, options:
         "tokens": tf.TensorSpec([options.seq_len + 2 * options.window], tf.int32),
         "sentence": tf.TensorSpec([options.seq_len + 2 * options.window], tf.int32),
         "window": tf.TensorSpec([options.seq_len], tf.int32),
-        "negatives": tf.TensorSpec([options.seq_len, options.negatives], tf.int32),
+        options.features[3]: tf.TensorSpec(options.noise_shape(), tf.int32),
     }
 
     def generate():
@@ -107,7 +133,7 @@ def source_dataset(split, shuffle_files, seed=None, shard_info=None, *, options:
         )
         for i in range(0, len(order), _BLOCK):  # blocks of rows: the per-element cost is Python's
             take = order[i : i + _BLOCK]
-            yield {name: a[take] for name, a in zip(FEATURES, arrays)}
+            yield {name: a[take] for name, a in zip(options.features, arrays)}
 
     block_spec = {k: tf.TensorSpec([None, *v.shape], v.dtype) for k, v in spec.items()}
     return tf.data.Dataset.from_generator(generate, output_signature=block_spec).unbatch()
@@ -131,7 +157,7 @@ def register(name: str, vocab_spec: str, options: SkipGramOptions) -> None:
             "tokens": feature(1),
             "sentence": feature(1),
             "window": feature(1),
-            "negatives": feature(2),
+            options.features[3]: feature(len(options.noise_shape())),
         },
         shuffle_buffer_size=64,
     )

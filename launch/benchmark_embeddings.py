@@ -61,7 +61,7 @@ def _quality(vectors) -> dict:
     return {k: metrics[k] for k in QUALITY}
 
 
-def run_tlx(arch: str, epochs: float, glove_epochs: float) -> dict:
+def run_tlx(arch: str, epochs: float, glove_epochs: float, w2v_args: str = "") -> dict:
     """arch: sg | cbow | glove, or sg_dense / cbow_dense (optax SGD on dense [V, D] gradients
     instead of tlx.sparse's row updates: the sparse-vs-dense measurement)."""
     arch, _, dense = arch.partition("_")
@@ -79,7 +79,9 @@ def run_tlx(arch: str, epochs: float, glove_epochs: float) -> dict:
         count_s = time.perf_counter() - t0
         cooccur.load_cooccurrences(opts)
     else:
-        cfg = w2v_config.get_config(f"arch={arch},epochs={epochs}")
+        cfg = w2v_config.get_config(
+            ",".join(filter(None, [f"arch={arch},epochs={epochs}", w2v_args]))
+        )
         if dense:
             cfg.optim.name = "sgd"
         count_s = None
@@ -223,6 +225,7 @@ def main() -> None:
     p.add_argument("--variants", default="sg,cbow,sg_dense,glove,sparse_vs_dense")
     p.add_argument("--epochs", type=float, default=5)
     p.add_argument("--glove_epochs", type=float, default=25)
+    p.add_argument("--w2v_args", default="", help="more word2vec config args, k=v,k=v")
     p.add_argument("--only", default="")
     p.add_argument("--out", default="runs/bench_embeddings.json")
     a = p.parse_args()
@@ -232,13 +235,13 @@ def main() -> None:
         if lib == "sparse_vs_dense":
             bench_common.emit(run_sparse_vs_dense())
         elif lib == "tlx":
-            bench_common.emit(run_tlx(arch, a.epochs, a.glove_epochs))
+            bench_common.emit(run_tlx(arch, a.epochs, a.glove_epochs, a.w2v_args))
         elif lib == "gensim":
             bench_common.emit(run_gensim(arch, a.epochs))
         else:
             bench_common.emit(run_glove_python(a.glove_epochs))
         return
-    flags = [f"--epochs={a.epochs}", f"--glove_epochs={a.glove_epochs}"]
+    flags = [f"--epochs={a.epochs}", f"--glove_epochs={a.glove_epochs}", f"--w2v_args={a.w2v_args}"]
     results = {"machine": bench_common.machine(), "runs": []}
     for variant in a.variants.split(","):
         if variant == "glove":

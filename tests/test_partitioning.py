@@ -58,7 +58,7 @@ def test_params_carry_the_rules_sharding(fake_bert_batches):
         for key in path.split("/"):
             leaf = leaf[key]
         assert leaf.sharding.spec == spec, path
-        assert leaf.sharding.mesh.shape == {"data": 4, "model": 2}
+        assert leaf.sharding.mesh.shape == {"data": 4, "fsdp": 1, "model": 2}
         # Really distributed: each device holds 1/2 of a model-sharded tensor.
         if "model" in spec:
             shard = leaf.addressable_shards[0].data

@@ -14,7 +14,8 @@ import orbax.checkpoint as ocp
 import pytest
 
 from configs.bert import finetune, pretrain
-from tlx import best, checkpoint, train
+from tlx import best, checkpoint, input_pipeline, metrics, train
+from tlx.errors import ConfigError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -26,7 +27,9 @@ _cfg = sys.modules["tlx_tests_conftest"].config_with  # tests/conftest.py
 def pretrained(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("pretrain")
     # Two evaluations, and a second evaluator (the objective on one train batch) beside `eval`.
-    cfg = _cfg(pretrain, "size=tiny,runlocal", **{"train.eval_every": 2})
+    # Steps 2..3 traced (tlx.metrics.ProfileWindow): test_profile_steps_write_a_trace.
+    over = {"train.eval_every": 2, "train.profile_steps": "2,3"}
+    cfg = _cfg(pretrain, "size=tiny,runlocal", **over)
     cfg.evals.on_train = {"type": "objective", "split": "train", "steps": 1}
     final = train.train_and_evaluate(cfg, str(workdir))
     return workdir, final
@@ -54,6 +57,30 @@ def test_pretrain_writes_metrics_tensorboard_and_checkpoints(pretrained):
         4,
     ]
     assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_throughput_counts_real_tokens_and_model_flops(pretrained):
+    workdir, _ = pretrained
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    row = [r for r in rows if "loss" in r][-1]
+    # 8 rows x 64 positions a step; BERT's short sequences (short_seq_prob) leave padding.
+    assert row["padded_tokens_per_sec"] * row["step_time"] == pytest.approx(8 * 64)
+    assert 0 < row["tokens_per_sec"] < row["padded_tokens_per_sec"]
+    assert row["tflops_per_device"] > 0
+    assert "mfu" not in row  # a CPU has no entry in tlx.flops.PEAK_TFLOPS: no made-up MFU
+
+
+def test_checkpoint_meta_records_the_precision_policy(pretrained):
+    mngr = ocp.CheckpointManager(
+        str(pretrained[0] / "checkpoints"), item_handlers={"meta": ocp.JsonCheckpointHandler()}
+    )
+    meta = mngr.restore(4, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    assert meta["precision"] == {"dtype": "float32", "param_dtype": "float32", "remat": "none"}
+
+
+def test_profile_steps_write_a_trace(pretrained):
+    traces = list((pretrained[0] / "profile").rglob("*.xplane.pb"))
+    assert len(traces) == 1 and traces[0].stat().st_size > 0
 
 
 def test_configured_evaluators_log_under_their_names_and_keep_the_lowest_loss(pretrained):
@@ -175,3 +202,61 @@ def test_unknown_config_key_is_rejected(tmp_path):
     proc = _cli(tmp_path, "--config.train.stepz=3", check=False)
     assert proc.returncode != 0
     assert "stepz" in proc.stderr
+
+
+@pytest.mark.parametrize("size", [0, 1, 3])
+def test_prefetch_keeps_order_and_reads_no_further_than_the_limit(size):
+    read = []
+
+    def source():
+        for i in range(100):
+            read.append(i)
+            yield i
+
+    with input_pipeline.Prefetch(source(), lambda x: x * 10, size, limit=7) as feed:
+        assert list(feed) == [i * 10 for i in range(7)]
+        assert next(feed, None) is None  # stays ended
+    assert read == list(range(7))
+
+
+def test_prefetch_raises_the_producers_error_and_stops_on_the_consumers():
+    def broken():
+        yield 1
+        raise OSError("disk gone")
+
+    feed = input_pipeline.Prefetch(broken(), lambda x: x, 2, limit=5)
+    with feed, pytest.raises(OSError, match="disk gone"):
+        list(feed)
+    assert not feed._thread.is_alive()
+    feed = input_pipeline.Prefetch(iter(range(1000)), lambda x: x, 2, limit=1000)
+    with pytest.raises(KeyboardInterrupt), feed:
+        next(feed)
+        time.sleep(0.1)  # the thread now blocks on a full queue
+        raise KeyboardInterrupt
+    assert not feed._thread.is_alive()
+
+
+def test_real_tokens_per_task_mask():
+    mask = np.array([[1, 1, 0], [1, 0, 0]])
+    assert metrics.real_tokens({"input_mask": mask}) == 3
+    assert metrics.real_tokens({"input_mask": mask, "decoder_mask": mask[:, :2]}) == 6
+    assert metrics.real_tokens({"document_ids": np.array([[1, 1, 2, 0]])}) == 3
+    # word2vec: C = 2 centres between W = 1 context words each side; -1 = no sentence
+    w2v = {"sentence": np.array([[0, 0, -1, -1]]), "window": np.ones((1, 2))}
+    assert metrics.real_tokens(w2v) == 1
+    assert metrics.real_tokens({"weight": np.array([[0.5, 0.0, 1.0]])}) == 2
+    assert metrics.real_tokens({"tokens": mask}) is None
+
+
+def test_throughput_mfu_needs_a_peak_and_profile_steps_are_checked():
+    cfg = _cfg(pretrain, "size=tiny,runlocal")
+    out = metrics.Throughput(cfg, 1e12, 8).summary(steps=2, seconds=4.0, tokens=100)
+    assert out["tflops_per_device"] == pytest.approx(8 * 1e12 / 2.0 / jax.device_count() / 1e12)
+    assert out["tokens_per_sec"] == 25.0 and "mfu" not in out  # CPU: no peak
+    cfg.train.peak_tflops_per_device = 0.5
+    out = metrics.Throughput(cfg, 1e12, 8).summary(steps=2, seconds=4.0, tokens=None)
+    assert out["mfu"] == pytest.approx(out["tflops_per_device"] / 0.5)
+    assert "tokens_per_sec" not in out
+    for bad in ("3", "3,2", "0,2", "a,b"):
+        with pytest.raises(ConfigError, match="profile_steps"):
+            metrics.ProfileWindow(bad, "/tmp/unused")

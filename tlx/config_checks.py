@@ -55,6 +55,11 @@ ADDED_DEFAULTS = {
     "model.param_dtype": "float32",
     "model.remat": "none",
     "model.attention_impl": "xla",
+    "mesh.fsdp": 1,
+    "mesh_dcn.data": 1,
+    "mesh_dcn.fsdp": 1,
+    "mesh_dcn.model": 1,
+    "partition_preset": "",
 }
 
 
@@ -165,10 +170,30 @@ def check_values(cfg: ml_collections.ConfigDict, data_parallel: int) -> None:
     if cfg.checkpoint.max_to_keep is not None:
         check_positive(cfg, "checkpoint.max_to_keep")
     batch = cfg.train.batch_size
+    dcn = dict(cfg.get("mesh_dcn") or {})
     if batch % data_parallel:
         raise ConfigError(
             f"train.batch_size={batch} is not divisible by the {data_parallel} data-parallel "
-            f"devices of mesh {dict(cfg.mesh)}; use a multiple of {data_parallel}"
+            f"devices (data x fsdp) of mesh {dict(cfg.mesh)}"
+            + (f" x mesh_dcn {dcn}" if math.prod(dcn.values()) > 1 else "")
+            + f"; use a multiple of {data_parallel}"
+        )
+    fsdp = (_get(cfg, "mesh.fsdp", 1), dcn.get("fsdp", 1))
+    named = any(
+        axis == "fsdp" or (isinstance(axis, list | tuple) and "fsdp" in axis)
+        for _, axis in cfg.get("partition_rules") or ()
+    )
+    if fsdp != (1, 1) and not cfg.get("partition_preset") and not named:
+        raise ConfigError(
+            f"mesh.fsdp={fsdp[0]} (mesh_dcn.fsdp={fsdp[1]}) but partition_preset='' "
+            "(DEFAULT_RULES) places nothing over fsdp, so its devices would repeat each "
+            "other's work; set partition_preset to fsdp or fsdp+tp (or dp, tp: batch only)"
+        )
+    micro = cfg.train.get("microbatches", 1)
+    if isinstance(micro, bool) or not isinstance(micro, int) or micro <= 0 or batch % micro:
+        raise ConfigError(
+            f"train.microbatches={micro!r}: must be a positive integer dividing "
+            f"train.batch_size={batch} (the step's batch, scanned in that many slices)"
         )
     if _get(cfg, "data.seq_len") is not None and cfg.data.seq_len < 0:
         raise ConfigError(f"data.seq_len={cfg.data.seq_len!r}: must be >= 0")

@@ -14,6 +14,10 @@ Sentence heads read one position of per-token features: `position='first'` (0 = 
 
 Every downstream head is called as `head(sequence, intermediates, batch, *, deterministic)`
 (tlx.models.compose.EncoderWithHead), so any head sits on any encoder.
+
+Precision (tlx.precision): a head's hidden layers run in its `dtype`; its logits layer always
+runs in float32 (a float32 island: [.., D] x [D, C] with C classes is cheap), and every
+parameter is created in `param_dtype`.
 """
 
 from collections.abc import Callable
@@ -31,10 +35,19 @@ def gather_positions(states: jnp.ndarray, positions: jnp.ndarray) -> jnp.ndarray
     return jnp.take_along_axis(states, positions[..., None].astype(jnp.int32), axis=1)
 
 
-def dense(features: int, axes: tuple[str, str], name: str, dtype=jnp.float32) -> nn.Dense:
+def dense(
+    features: int,
+    axes: tuple[str, str],
+    name: str,
+    dtype=jnp.float32,
+    param_dtype=jnp.float32,
+    dot_general=None,
+) -> nn.Dense:
     return nn.Dense(
         features,
         dtype=dtype,
+        param_dtype=param_dtype,
+        dot_general=dot_general,
         kernel_init=nn.with_logical_partitioning(default_init, axes),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[1:]),
         name=name,
@@ -48,17 +61,19 @@ class MlmHead(nn.Module):
     gelu: str = "tanh"
     layer_norm_eps: float = 1e-12
     dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
 
     @nn.compact
     def __call__(self, states: jnp.ndarray, decode: Callable[[jnp.ndarray], jnp.ndarray]):
         d = states.shape[-1]
-        h = dense(d, ("embed", "mlp"), "transform", self.dtype)(states)
+        h = dense(d, ("embed", "mlp"), "transform", self.dtype, self.param_dtype)(states)
         h = activation(self.gelu)(h)
-        h = layer_norm(self.layer_norm_eps, "transform_ln", self.dtype)(h)
+        h = layer_norm(self.layer_norm_eps, "transform_ln", self.dtype, self.param_dtype)(h)
         bias = self.param(
             "output_bias",
             nn.with_logical_partitioning(nn.initializers.zeros, ("vocab",)),
             (self.vocab_size,),
+            self.param_dtype,
         )
         return (decode(h) + bias).astype(jnp.float32)  # [..., V]
 
@@ -68,11 +83,15 @@ class ClassifierHead(nn.Module):
 
     num_classes: int
     dropout_rate: float = 0.0
+    param_dtype: jnp.dtype = jnp.float32
 
     @nn.compact
     def __call__(self, features: jnp.ndarray, *, deterministic: bool) -> jnp.ndarray:
         x = nn.Dropout(self.dropout_rate)(features, deterministic=deterministic)
-        return dense(self.num_classes, ("embed", "classes"), "dense")(x).astype(jnp.float32)
+        logits = dense(
+            self.num_classes, ("embed", "classes"), "dense", param_dtype=self.param_dtype
+        )
+        return logits(x).astype(jnp.float32)
 
 
 FEATURES = ("pooled", "first", "last", "last4_concat", "last4_sum")
@@ -120,6 +139,8 @@ class SentenceHead(nn.Module):
     dropout_rate: float = 0.1
     hidden_size: int = 0  # > 0: one hidden layer (useful on frozen features)
     position: str = "first"  # of per-token features: 'first' ([CLS]) | 'last' (GPT's <e>)
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
 
     @nn.compact
     def __call__(self, sequence, inter, batch, *, deterministic: bool):
@@ -127,7 +148,7 @@ class SentenceHead(nn.Module):
         if x.ndim == 3:  # per-token features [B, L, D']: take one position per row
             pos = extract_positions(batch, self.position)
             x = gather_positions(x, pos[:, None])[:, 0]  # [B, D']
-        return _mlp(x, self.num_classes, self.hidden_size, self.dropout_rate, deterministic)
+        return _mlp(self, x, deterministic)
 
 
 class MultiTaskHead(nn.Module):
@@ -140,6 +161,8 @@ class MultiTaskHead(nn.Module):
     dropout_rate: float = 0.1
     hidden_size: int = 0
     position: str = "first"
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
 
     @nn.compact
     def __call__(self, sequence, inter, batch, *, deterministic: bool):
@@ -152,6 +175,8 @@ class MultiTaskHead(nn.Module):
                 self.dropout_rate,
                 self.hidden_size,
                 self.position,
+                self.dtype,
+                self.param_dtype,
                 name=f"task_{i}",
             )
             logits = head(sequence, inter, batch, deterministic=deterministic)  # [B, n]
@@ -175,6 +200,8 @@ class TaggingHead(nn.Module):
     features: str = "last"
     dropout_rate: float = 0.1
     hidden_size: int = 0
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
 
     @nn.compact
     def __call__(self, sequence, inter, batch, *, deterministic: bool):
@@ -182,14 +209,18 @@ class TaggingHead(nn.Module):
         x = select_features(sequence, inter, self.features)
         if x.ndim != 3:
             raise ValueError(f"tagging needs per-token features, not {self.features!r}")
-        return _mlp(x, self.num_classes, self.hidden_size, self.dropout_rate, deterministic)
+        return _mlp(self, x, deterministic)
 
 
-def _mlp(x, num_classes, hidden_size, dropout_rate, deterministic):
-    x = nn.Dropout(dropout_rate)(x, deterministic=deterministic)
-    if hidden_size:
-        x = activation("erf")(dense(hidden_size, ("embed", "mlp"), "hidden")(x))
-        x = nn.Dropout(dropout_rate)(x, deterministic=deterministic)
-    return dense(num_classes, ("mlp" if hidden_size else "embed", "classes"), "dense")(x).astype(
-        jnp.float32
-    )
+def _mlp(head, x, deterministic):
+    """dropout -> [hidden (head.dtype) -> GELU -> dropout] -> float32 logits; called from the
+    head's compact __call__, which holds the layers."""
+    x = nn.Dropout(head.dropout_rate)(x, deterministic=deterministic)
+    axes = ("embed", "classes")
+    if head.hidden_size:
+        hidden = dense(head.hidden_size, ("embed", "mlp"), "hidden", head.dtype, head.param_dtype)
+        x = activation("erf")(hidden(x))
+        x = nn.Dropout(head.dropout_rate)(x, deterministic=deterministic)
+        axes = ("mlp", "classes")
+    logits = dense(head.num_classes, axes, "dense", jnp.float32, head.param_dtype)
+    return logits(x).astype(jnp.float32)

@@ -9,7 +9,10 @@ concatenation of one sub-batch per shard. So a run's global batches are a functi
 
 import functools
 import math
-from collections.abc import Iterator
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
 
 import jax
 import ml_collections
@@ -142,3 +145,81 @@ def eval_batches(cfg, global_batch: int, split: str) -> tuple[Iterator[dict], in
 def split_size(cfg, split: str) -> int:
     """Number of examples in a split of the run's task (all shards), counted once per run."""
     return _local_split_size(cfg.data.task_name, split, cfg.data.seq_len, cfg.seed, (0,), 1)
+
+
+class Prefetch:
+    """`fn(x)` for the first `limit` items x of `source`, computed `size` items ahead on one
+    background thread, so the next batch is read and placed on device (`fn`:
+    partitioning.global_batch, a per-process placement, no collective: safe on every process
+    of a multi-controller run) while the current step runs. One thread consuming `source` in
+    order keeps the stream deterministic; items beyond `limit` are never read. An exception
+    in the thread is raised by `next()`; `close()` (or leaving the `with`) stops the thread on
+    any exit, KeyboardInterrupt included. `size` <= 0 computes each item on demand instead."""
+
+    _END = object()
+
+    def __init__(self, source: Iterator, fn: Callable, size: int, limit: int):
+        self._source, self._fn, self._left = iter(source), fn, limit
+        self._queue: queue.Queue = queue.Queue(maxsize=max(size, 1))
+        self._stop = threading.Event()
+        self._thread = None
+        if size > 0:
+            self._thread = threading.Thread(target=self._produce, name="tlx-prefetch", daemon=True)
+            self._thread.start()
+
+    def _produce(self) -> None:
+        try:
+            while self._left > 0 and not self._stop.is_set():
+                self._left -= 1
+                if not self._put((True, self._fn(next(self._source)))):
+                    return
+            self._put((True, self._END))
+        except BaseException as e:  # noqa: BLE001 -- handed to the consumer, raised there
+            self._put((False, e))
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._thread is None:
+            if self._left <= 0:
+                raise StopIteration
+            self._left -= 1
+            return self._fn(next(self._source))
+        ok, value = self._queue.get()
+        if not ok:
+            raise value
+        if value is self._END:
+            self._queue.put((True, self._END))  # a later next() ends too
+            raise StopIteration
+        return value
+
+    def close(self, timeout: float = 60.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            deadline = time.monotonic() + timeout  # a read that never returns: leave it (daemon)
+            while self._thread.is_alive() and time.monotonic() < deadline:
+                try:  # unblock a put; what was prefetched is dropped
+                    self._queue.get(timeout=0.05)
+                except queue.Empty:
+                    pass
+            if self._thread.is_alive():
+                return
+        closer = getattr(self._source, "close", None)
+        if closer is not None:  # a generator: finalises tf.data's iterator now, not at exit
+            closer()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,4 +1,5 @@
-"""Metric logging: TensorBoard (via clu), a JSONL file, and a progress line with ETA."""
+"""Metric logging: TensorBoard (via clu), a JSONL file, and a progress line with ETA; what the
+loop measures about its own speed (real tokens, TFLOP/s, MFU) and the profiler window."""
 
 import json
 import math
@@ -9,7 +10,8 @@ import jax
 import numpy as np
 from clu import metric_writers
 
-from tlx import objectives
+from tlx import flops, objectives
+from tlx.errors import ConfigError
 
 
 def reduce(window: list[dict]) -> dict[str, float]:
@@ -91,7 +93,10 @@ class MetricsLog:
 
 
 # Bookkeeping that stays in metrics.jsonl / TensorBoard, off the progress line.
-HIDDEN = ("grad_norm", "steps_per_sec", "step_time", "num_examples")
+HIDDEN = (
+    "grad_norm", "steps_per_sec", "step_time", "num_examples", "padded_tokens_per_sec",
+    "tflops_per_device",
+)  # fmt: skip
 
 
 def headline(metrics: dict[str, float], extra=()) -> dict[str, float]:
@@ -106,3 +111,98 @@ def quiet_logs() -> None:
 
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
+
+
+def real_tokens(batch: dict[str, np.ndarray]) -> int | None:
+    """Non-padding tokens of a host batch, by what its task marks them with: `input_mask` (BERT,
+    finetuning, CoVe's source) plus `decoder_mask` (CoVe's targets); `document_ids` > 0 (packed
+    GPT / ELMo rows); centre words in a real sentence (word2vec: `sentence` >= 0 over the C
+    centres of [C + 2W] rows); co-occurrence entries of `weight` > 0 (GloVe). None otherwise."""
+    if "input_mask" in batch:
+        n = np.count_nonzero(batch["input_mask"])
+        return int(n + np.count_nonzero(batch.get("decoder_mask", 0)))
+    if "document_ids" in batch:
+        return int(np.count_nonzero(batch["document_ids"] > 0))
+    if "sentence" in batch and "window" in batch:
+        c = batch["window"].shape[1]
+        w = (batch["sentence"].shape[1] - c) // 2
+        return int(np.count_nonzero(batch["sentence"][:, w : w + c] >= 0))
+    if "weight" in batch:
+        return int(np.count_nonzero(batch["weight"] > 0))
+    return None
+
+
+class Throughput:
+    """A window's speed: steps_per_sec, step_time, tokens_per_sec (real tokens, summed over
+    processes), padded_tokens_per_sec (batch x seq_len), tflops_per_device and mfu (achieved /
+    the chip's bf16 peak; absent where tlx.flops has no formula or no peak for the chip)."""
+
+    def __init__(self, cfg, flops_per_example: float | None, global_batch: int):
+        per_example = flops_per_example
+        self.flops_per_step = None if per_example is None else per_example * global_batch
+        self.padded_tokens = global_batch * cfg.data.seq_len
+        self.devices = jax.device_count()
+        self.peak = flops.peak_tflops(
+            jax.devices()[0].device_kind, cfg.train.get("peak_tflops_per_device", 0.0)
+        )
+
+    def summary(self, steps: int, seconds: float, tokens: int | None) -> dict[str, float]:
+        seconds = max(seconds, 1e-9)
+        out = {
+            "steps_per_sec": steps / seconds,
+            "step_time": seconds / steps,
+            "padded_tokens_per_sec": steps * self.padded_tokens / seconds,
+        }
+        if tokens is not None:
+            if jax.process_count() > 1:  # each process counted its own rows
+                from jax.experimental import multihost_utils
+
+                tokens = int(np.sum(multihost_utils.process_allgather(np.int64(tokens))))
+            out["tokens_per_sec"] = tokens / seconds
+        if self.flops_per_step is not None:
+            tflops = flops.tflops_per_device(self.flops_per_step, seconds / steps, self.devices)
+            out["tflops_per_device"] = tflops
+            if self.peak is not None:
+                out["mfu"] = tflops / self.peak
+        return out
+
+
+class ProfileWindow:
+    """`train.profile_steps="A,B"`: a jax.profiler trace of steps A..B (the A-th to the B-th
+    train step, 1-based, inclusive) into `directory`, on process 0 only. `before(n)` precedes
+    step n, `after(n, result)` follows it (the trace stops once step B's result is ready);
+    `close()` stops a trace the loop left early."""
+
+    def __init__(self, spec: str, directory: str):
+        self.span, self.directory, self.active = None, directory, False
+        if not spec:
+            return
+        parts = str(spec).split(",")
+        try:
+            a, b = (int(p) for p in parts)
+        except ValueError:
+            a = b = 0
+        if len(parts) != 2 or not 1 <= a <= b:
+            raise ConfigError(f"train.profile_steps={spec!r}: expected 'A,B' with 1 <= A <= B")
+        self.span = (a, b) if jax.process_index() == 0 else None
+
+    def before(self, step: int) -> None:
+        if self.span and not self.active and self.span[0] <= step <= self.span[1]:
+            jax.profiler.start_trace(self.directory)
+            self.active = True
+
+    def after(self, step: int, result) -> None:
+        if self.active and step >= self.span[1]:
+            jax.block_until_ready(result)
+            self.close()
+
+    def close(self) -> None:
+        if self.active:
+            jax.profiler.stop_trace()
+            self.active, self.span = False, None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -3,6 +3,14 @@
 An objective maps (model outputs, batch) -> (scalar loss, {name: (sum, count)}). Metrics are
 sums with their counts so that logging windows and eval passes average them exactly. Every
 batch carries `example_weight` (0 marks padding examples added to fill an eval batch).
+
+Gradient accumulation (tlx.optim, `train.microbatches`) calls an objective on one microbatch of
+the step's batch with `whole=` that batch. Each loss is a sum of terms sum_t / n_t, where n_t
+(masked positions, NSP examples, tagged or predicted tokens) depends on the batch alone; with
+`whole` every n_t is counted over the whole batch, so the microbatches' losses, their
+gradients and their metrics' sums and counts all add up to the whole batch's. Per-step
+quantities (a model's `penalty`, metrics counted once per step) are scaled by the microbatch's
+share of the rows, so they add up to one step's.
 """
 
 import functools
@@ -13,7 +21,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-Objective = Callable[[dict, dict], tuple[jnp.ndarray, dict]]
+# (outputs, batch, whole=None) -> (loss, metrics); `whole`: see the module docstring.
+Objective = Callable[..., tuple[jnp.ndarray, dict]]
 
 
 def _xent_sums(logits, labels, weights):
@@ -27,27 +36,50 @@ def _example_weight(batch) -> jnp.ndarray:
     return batch.get("example_weight", jnp.ones(batch["input_ids"].shape[0], jnp.float32))
 
 
-def mlm_nsp(outputs: dict, batch: dict):
-    """BERT pretraining: masked-LM over the predicted positions + next-sentence prediction."""
+def _total(count, whole: dict | None, count_of: Callable[[dict], jnp.ndarray]):
+    """A loss term's denominator: this batch's `count`, or for a microbatch `count_of(whole)`."""
+    return count if whole is None else count_of(whole)
+
+
+def _share(batch: dict, whole: dict | None) -> float:
+    """The fraction of the step's rows `batch` holds (1 unless it is a microbatch of `whole`)."""
+    if whole is None:
+        return 1.0
+    return jax.tree.leaves(batch)[0].shape[0] / jax.tree.leaves(whole)[0].shape[0]
+
+
+def _mlm_targets(batch: dict, grid: bool) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """(labels, weights): [B, P] at the predicted positions, or scattered onto [B, L] when the
+    head scores every position (`grid`)."""
     ex_w = _example_weight(batch)  # [B]
-    mlm_logits = outputs["mlm_logits"]  # [B, P, V], or [B, L, V] when scoring every position
     positions = batch["masked_lm_positions"]  # [B, P]
     weights = batch["masked_lm_weights"].astype(jnp.float32) * ex_w[:, None]
     labels = batch["masked_lm_ids"]
-    if mlm_logits.shape[1] != positions.shape[1]:  # all-positions variant: targets on [B, L]
+    if grid:
         b = jnp.arange(positions.shape[0])[:, None]
-        grid = batch["input_ids"].shape
-        labels = jnp.zeros(grid, jnp.int32).at[b, positions].set(labels)
-        weights = jnp.zeros(grid, jnp.float32).at[b, positions].max(weights)
+        shape = batch["input_ids"].shape
+        labels = jnp.zeros(shape, jnp.int32).at[b, positions].set(labels)
+        weights = jnp.zeros(shape, jnp.float32).at[b, positions].max(weights)
+    return labels, weights
+
+
+def mlm_nsp(outputs: dict, batch: dict, whole: dict | None = None):
+    """BERT pretraining: masked-LM over the predicted positions + next-sentence prediction."""
+    mlm_logits = outputs["mlm_logits"]  # [B, P, V], or [B, L, V] when scoring every position
+    grid = mlm_logits.shape[1] != batch["masked_lm_positions"].shape[1]
+    labels, weights = _mlm_targets(batch, grid)
     mlm_xent, mlm_correct, mlm_n = _xent_sums(mlm_logits, labels, weights)
+    ex_w = _example_weight(batch)  # [B]
     nsp_xent, nsp_correct, nsp_n = _xent_sums(
         outputs["nsp_logits"], batch["next_sentence_labels"].reshape(-1), ex_w
     )
-    mlm_loss = mlm_xent / jnp.maximum(mlm_n, 1e-8)
-    nsp_loss = nsp_xent / jnp.maximum(nsp_n, 1e-8)
+    mlm_total = _total(mlm_n, whole, lambda b: _mlm_targets(b, grid)[1].sum())
+    nsp_total = _total(nsp_n, whole, lambda b: _example_weight(b).sum())
+    mlm_loss = mlm_xent / jnp.maximum(mlm_total, 1e-8)
+    nsp_loss = nsp_xent / jnp.maximum(nsp_total, 1e-8)
     loss = mlm_loss + nsp_loss
     return loss, {
-        "loss": (loss, 1.0),
+        "loss": (loss, _share(batch, whole)),
         "mlm_loss": (mlm_xent, mlm_n),
         "mlm_accuracy": (mlm_correct, mlm_n),
         "nsp_loss": (nsp_xent, nsp_n),
@@ -55,21 +87,31 @@ def mlm_nsp(outputs: dict, batch: dict):
     }
 
 
-def classification(outputs: dict, batch: dict):
+def _penalty(outputs: dict, batch: dict, whole: dict | None):
+    # Per step: a microbatch carries its share, so the microbatches add it (and its gradient) once.
+    return outputs.get("penalty", 0.0) * _share(batch, whole)
+
+
+def classification(outputs: dict, batch: dict, whole: dict | None = None):
     """Cross-entropy of `logits` [B, C] against `label` [B]; accuracy alongside. A model's
     `penalty` output (e.g. ELMo's L2 on its mixing scalars) is added to the loss."""
     ex_w = _example_weight(batch)
     xent, correct, n = _xent_sums(outputs["logits"], batch["label"].reshape(-1), ex_w)
-    loss = xent / jnp.maximum(n, 1e-8) + outputs.get("penalty", 0.0)
+    total = _total(n, whole, lambda b: _example_weight(b).sum())
+    loss = xent / jnp.maximum(total, 1e-8) + _penalty(outputs, batch, whole)
     return loss, {"loss": (xent, n), "accuracy": (correct, n)}
 
 
-def tagging(outputs: dict, batch: dict):
+def _tag_weights(batch: dict) -> jnp.ndarray:
+    return batch["label_weights"].astype(jnp.float32) * _example_weight(batch)[:, None]  # [B, L]
+
+
+def tagging(outputs: dict, batch: dict, whole: dict | None = None):
     """Token cross-entropy of `logits` [B, L, C] against `labels` [B, L], counted only where
     `label_weights` is set (each word's first sub-word piece); token accuracy alongside."""
-    weights = batch["label_weights"].astype(jnp.float32) * _example_weight(batch)[:, None]
-    xent, correct, n = _xent_sums(outputs["logits"], batch["labels"], weights)
-    loss = xent / jnp.maximum(n, 1e-8) + outputs.get("penalty", 0.0)
+    xent, correct, n = _xent_sums(outputs["logits"], batch["labels"], _tag_weights(batch))
+    total = _total(n, whole, lambda b: _tag_weights(b).sum())
+    loss = xent / jnp.maximum(total, 1e-8) + _penalty(outputs, batch, whole)
     return loss, {"loss": (xent, n), "token_accuracy": (correct, n)}
 
 
@@ -168,35 +210,46 @@ def _lm_sums(outputs: dict, batch: dict, xent_chunk: int):
     return _xent_sums(logits, targets, weights)
 
 
-def causal_lm(outputs: dict, batch: dict, xent_chunk: int = XENT_CHUNK):
+def _lm_total(n, whole: dict | None):
+    return _total(n, whole, lambda b: next_token_targets(b)[1].sum())
+
+
+def causal_lm(outputs: dict, batch: dict, xent_chunk: int = XENT_CHUNK, whole: dict | None = None):
     """L = -sum_t log p(y_t | y_<t), averaged over predicted tokens (perplexity = exp(lm_loss)).
     xent_chunk: positions per chunk of the fused loss; 0 materialises [B, L, V] logits."""
     xent, correct, n = _lm_sums(outputs, batch, xent_chunk)
-    loss = xent / jnp.maximum(n, 1e-8)
+    loss = xent / jnp.maximum(_lm_total(n, whole), 1e-8)
     return loss, {"loss": (xent, n), "lm_loss": (xent, n), "lm_accuracy": (correct, n)}
 
 
 def with_lm_aux(task: Objective, lm_coef: float, xent_chunk: int = XENT_CHUNK) -> Objective:
     """GPT-1 finetuning: L = L_task + lm_coef * L_lm, the LM loss over the task's own inputs."""
 
-    def objective(outputs: dict, batch: dict):
-        loss, metrics = task(outputs, batch)
+    def objective(outputs: dict, batch: dict, whole: dict | None = None):
+        loss, metrics = task(outputs, batch, whole=whole)
         xent, correct, n = _lm_sums(outputs, batch, xent_chunk)
-        lm_loss = xent / jnp.maximum(n, 1e-8)
+        lm_loss = xent / jnp.maximum(_lm_total(n, whole), 1e-8)
         total = loss + lm_coef * lm_loss
         examples = _example_weight(batch).sum()  # so eval averages over examples, not batches
-        metrics = {**metrics, "task_loss": metrics["loss"], "loss": (total * examples, examples)}
+        # A microbatch's `total` is its part of the whole batch's loss: weight it by the whole's
+        # examples, so the microbatches' sums and counts add up to the whole batch's pair.
+        weight = _total(examples, whole, lambda b: _example_weight(b).sum())
+        metrics = {**metrics, "task_loss": metrics["loss"], "loss": (total * weight, examples)}
         return total, {**metrics, "lm_loss": (xent, n), "lm_accuracy": (correct, n)}
 
     return objective
 
 
-def seq2seq(outputs: dict, batch: dict):
+def _decoder_weights(batch: dict) -> jnp.ndarray:
+    return batch["decoder_mask"].astype(jnp.float32) * _example_weight(batch)[:, None]  # [B, T]
+
+
+def seq2seq(outputs: dict, batch: dict, whole: dict | None = None):
     """Translation (CoVe's MT-LSTM): -sum_t log p(y_t | y_<t, x) under teacher forcing, averaged
     over target tokens (EOS included); exp(loss) is the per-token perplexity."""
-    weights = batch["decoder_mask"].astype(jnp.float32) * _example_weight(batch)[:, None]
+    weights = _decoder_weights(batch)
     xent, correct, n = _xent_sums(outputs["logits"], batch["decoder_target_ids"], weights)
-    loss = xent / jnp.maximum(n, 1e-8)
+    loss = xent / jnp.maximum(_total(n, whole, lambda b: _decoder_weights(b).sum()), 1e-8)
     # lm_loss: the decoder's conditional LM loss, so logs derive its perplexity as for LMs
     return loss, {"loss": (xent, n), "lm_loss": (xent, n), "token_accuracy": (correct, n)}
 
@@ -242,7 +295,8 @@ def _full_sums(hidden, embedding, bias, targets, weights, xent_chunk: int):
     """(sum xent, sum correct) of logits hidden . embedding^T + bias, [B, L, V] unmaterialised:
     the bias rides along as an extra input feature fixed at 1."""
     if not xent_chunk:
-        logits = jnp.einsum("blp,vp->blv", hidden, embedding.astype(hidden.dtype)) + bias
+        emb = embedding.astype(hidden.dtype)  # logits summed in float32 (tlx.precision)
+        logits = jnp.einsum("blp,vp->blv", hidden, emb, preferred_element_type=jnp.float32) + bias
         xent = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
         correct = jnp.argmax(logits, -1) == targets
         return (xent * weights).sum(), (correct * weights).sum()
@@ -252,7 +306,11 @@ def _full_sums(hidden, embedding, bias, targets, weights, xent_chunk: int):
     return tied_xent(h, e, targets, weights, xent_chunk)
 
 
-def bilm(outputs: dict, batch: dict, xent_chunk: int = XENT_CHUNK):
+def _bilm_count(batch: dict) -> jnp.ndarray:
+    return next_token_targets(batch)[1].sum() + previous_token_targets(batch)[1].sum()
+
+
+def bilm(outputs: dict, batch: dict, xent_chunk: int = XENT_CHUNK, whole: dict | None = None):
     """Joint biLM loss: mean over predicted tokens of -log p(t_{k+1} | t_<=k) and, separately,
     of -log p(t_{k-1} | t_>=k), averaged (Peters et al. section 3.1). Both directions
     predict the same number of tokens (each document of n tokens gives n - 1 pairs either
@@ -275,7 +333,7 @@ def bilm(outputs: dict, batch: dict, xent_chunk: int = XENT_CHUNK):
         metrics[f"{name}_loss"] = (xent, n)
     xent = sums["forward"][0] + sums["backward"][0]
     n = sums["forward"][1] + sums["backward"][1]
-    loss = xent / jnp.maximum(n, 1e-8)
+    loss = xent / jnp.maximum(_total(n, whole, _bilm_count), 1e-8)
     # lm_loss: logs derive perplexity = exp(mean of the two directions' xent) from it
     return loss, {"loss": (xent, n), "lm_loss": (xent, n), **metrics}
 
@@ -285,7 +343,7 @@ def bilm(outputs: dict, batch: dict, xent_chunk: int = XENT_CHUNK):
 # with a per-pair learning rate, and a batch applies those per-pair updates together.
 
 
-def sgns(outputs: dict, batch: dict):
+def sgns(outputs: dict, batch: dict, whole: dict | None = None):
     """Skip-gram / CBOW negative sampling: -log s(u.v) per real pair, -log s(-u.n) per noise
     word (weighted by how many pairs share that draw)."""
     pos, pos_mask = outputs["pos_logits"], outputs["pos_mask"].astype(jnp.float32)
@@ -298,18 +356,18 @@ def sgns(outputs: dict, batch: dict):
         "loss": (loss, pairs),  # per training pair (its noise words included)
         "pos_loss": (pos_loss, pairs),
         "pos_accuracy": (((pos > 0) * pos_mask).sum(), pairs),
-        "pairs_per_step": (pairs, 1.0),
+        "pairs_per_step": (pairs, _share(batch, whole)),
     }
 
 
-def glove(outputs: dict, batch: dict):
+def glove(outputs: dict, batch: dict, whole: dict | None = None):
     """GloVe's weighted least squares: 1/2 f(X_ij) (w_i.w~_j + b_i + b~_j - log X_ij)^2; the
     pipeline ships f(X_ij) as `weight` (0 for padding entries) and log X_ij as `log_count`."""
     diff = outputs["prediction"] - batch["log_count"]
     weight = batch["weight"]
     loss = 0.5 * (weight * diff**2).sum()
     n = (weight > 0).sum().astype(jnp.float32)
-    return loss, {"loss": (loss, n), "entries_per_step": (n, 1.0)}
+    return loss, {"loss": (loss, n), "entries_per_step": (n, _share(batch, whole))}
 
 
 OBJECTIVES: dict[str, Objective] = {

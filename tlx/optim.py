@@ -10,10 +10,12 @@ ones by never touching a frozen table (tlx.sparse).
 import re
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
 from tlx import sparse
+from tlx.errors import ConfigError
 
 
 def path_str(path) -> str:
@@ -110,30 +112,86 @@ def make_optimizer(cfg: ml_collections.ConfigDict, params, total_steps: int):
     return with_frozen(tx, frozen, params), schedule
 
 
-def make_train_step(model, objective, tx, schedule: optax.Schedule):
+def make_train_step(model, objective, tx, schedule: optax.Schedule, microbatches: int = 1):
     """(state, batch) -> (state, metrics), the step `tx` needs: row-sparse for a
     tlx.sparse.SparseOptimizer, value_and_grad + `tx.update` otherwise. `state` is any
     flax.struct dataclass with fields step, params, opt_state, rng; metrics are the
-    objective's plus "lr" (the learning rate this step applied) and "grad_norm"."""
+    objective's plus "lr" (the learning rate this step applied) and "grad_norm".
+
+    microbatches = K > 1 (dense optimizers): the gradient of the whole batch accumulated over
+    K slices of it (`accumulate_grads`), then one `tx.update` (so clipping sees the whole
+    batch's gradient)."""
     if isinstance(tx, sparse.SparseOptimizer):
+        if microbatches != 1:
+            # Their batches are independent per-pair updates already: nothing to accumulate.
+            raise ConfigError(
+                f"train.microbatches={microbatches}: optim.name={tx.name!r} (row-sparse) "
+                "takes whole batches; use train.microbatches=1"
+            )
         if tx.schedule is not schedule:
             # The sparse step applies and reports tx.schedule: a different one would be ignored.
             raise ValueError(f"{tx.name}: schedule differs from the optimizer's own schedule")
         return sparse.make_train_step(model, objective, tx)
-    return _dense_train_step(model, objective, tx, schedule)
+    return _dense_train_step(model, objective, tx, schedule, microbatches)
 
 
-def _dense_train_step(model, objective, tx: optax.GradientTransformation, schedule):
+def split_microbatches(batch: dict, microbatches: int) -> dict:
+    """Every [B, ...] leaf -> [K, B / K, ...]; microbatch k holds rows k, K + k, 2K + k, ...
+
+    Strided rather than contiguous because of batch sharding: over D data-parallel devices each
+    device holds a contiguous block of B / D rows. [B, ...] -> [B / K, K, ...] keeps that split
+    on dim 0 (when D divides B / K) and the swap to [K, B / K, ...] is local to each device, so
+    every microbatch has B / (K D) rows on every device: all devices work on every microbatch
+    and the split moves no data. Contiguous slices would put microbatch k on D / K devices."""
+
+    def split(x):
+        if x.shape[0] % microbatches:
+            raise ConfigError(
+                f"train.microbatches={microbatches} does not divide the batch of {x.shape[0]} rows"
+            )
+        return jnp.swapaxes(x.reshape(x.shape[0] // microbatches, microbatches, *x.shape[1:]), 0, 1)
+
+    return jax.tree.map(split, batch)
+
+
+def accumulate_grads(model, objective, params, batch: dict, rng, microbatches: int = 1):
+    """(grads, metrics) of `objective` on `batch` in train mode (dropout from `rng`).
+
+    K = 1: one value_and_grad. K > 1: a scan over `split_microbatches`; microbatch k draws its
+    dropout from fold_in(rng, k) and is scored with `whole=batch`, so every loss term is divided
+    by the whole batch's count (objectives module docstring) and the sum of the microbatches'
+    gradients, kept in float32, is the whole batch's gradient (cast back to each parameter's
+    dtype). Metrics are summed over microbatches: the whole batch's (sum, count) pairs."""
+
+    def loss_fn(params, batch, rng, whole):
+        outputs, _ = model.apply({"params": params}, batch, train=True, rngs={"dropout": rng})
+        if whole is None:  # today's call: objectives written before `whole` still work at K = 1
+            return objective(outputs, batch)
+        return objective(outputs, batch, whole=whole)
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    if microbatches == 1:
+        (_, metrics), grads = grad_fn(params, batch, rng, None)
+        return grads, metrics
+
+    def step(acc, xs):
+        k, micro = xs
+        (_, metrics), grads = grad_fn(params, micro, jax.random.fold_in(rng, k), batch)
+        return jax.tree.map(lambda a, g: a + g.astype(jnp.float32), acc, grads), metrics
+
+    zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
+    xs = (jnp.arange(microbatches), split_microbatches(batch, microbatches))
+    acc, metrics = jax.lax.scan(step, zeros, xs)  # metrics: each leaf [K]
+    grads = jax.tree.map(lambda a, p: a.astype(p.dtype), acc, params)
+    return grads, jax.tree.map(lambda m: m.sum(0), metrics)
+
+
+def _dense_train_step(model, objective, tx: optax.GradientTransformation, schedule, microbatches):
     def train_step(state, batch):
         dropout_rng = jax.random.fold_in(state.rng, state.step)
-
-        def loss_fn(params):
-            outputs, _ = model.apply(
-                {"params": params}, batch, train=True, rngs={"dropout": dropout_rng}
-            )
-            return objective(outputs, batch)
-
-        (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        grads, metrics = accumulate_grads(
+            model, objective, state.params, batch, dropout_rng, microbatches
+        )
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {**metrics, "lr": schedule(state.step), "grad_norm": optax.global_norm(grads)}

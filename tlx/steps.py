@@ -119,8 +119,10 @@ def _in_mesh(jitted, mesh):
 
 def build(cfg: ml_collections.ConfigDict, example_batch: dict, devices=None) -> Setup:
     """Model, objective, optimizer, mesh, shardings and jitted steps for the config."""
-    mesh = partitioning.make_mesh(dict(cfg.mesh), devices)
-    rules = partitioning.rules_from_config(cfg.partition_rules)
+    mesh = partitioning.mesh_from_config(cfg, devices)
+    rules = partitioning.rules_from_config(
+        cfg.partition_rules, cfg.get("partition_preset", ""), mesh
+    )
     model = models.build(cfg.model)
     objective = objectives.from_config(cfg.objective)
     dummy = {k: jnp.zeros(v.shape, v.dtype) for k, v in example_batch.items()}
@@ -149,7 +151,12 @@ def build(cfg: ml_collections.ConfigDict, example_batch: dict, devices=None) -> 
     init = _in_mesh(jax.jit(_with_rules(init_state, rules), out_shardings=state_shardings), mesh)
     train_step = _in_mesh(
         jax.jit(
-            _with_rules(optim.make_train_step(model, objective, tx, schedule), rules),
+            _with_rules(
+                optim.make_train_step(
+                    model, objective, tx, schedule, cfg.train.get("microbatches", 1)
+                ),
+                rules,
+            ),
             in_shardings=(state_shardings, batch_sharding),
             out_shardings=(state_shardings, replicated),
             donate_argnums=(0,),

@@ -20,10 +20,28 @@ import ml_collections
 import numpy as np
 
 from tlx import best as best_lib
-from tlx import checkpoint, config_checks, evaluators, input_pipeline, models, partitioning, steps
+from tlx import (
+    checkpoint,
+    config_checks,
+    evaluators,
+    flops,
+    input_pipeline,
+    models,
+    partitioning,
+    precision,
+    steps,
+)
 from tlx.data import verify as data_verify
 from tlx.errors import ConfigError, DivergedError, cli_boundary
-from tlx.metrics import MetricsLog, headline, quiet_logs, reduce
+from tlx.metrics import (
+    MetricsLog,
+    ProfileWindow,
+    Throughput,
+    headline,
+    quiet_logs,
+    real_tokens,
+    reduce,
+)
 
 
 def maybe_initialize_distributed(cfg: ml_collections.ConfigDict) -> None:
@@ -87,12 +105,13 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str
     # --- distributed init, data task, checks (nothing is written before they pass) ----------
     maybe_initialize_distributed(cfg)
     cfg = ml_collections.ConfigDict(cfg.to_dict())  # unlocked copy: we add the resolved task
-    mesh = partitioning.make_mesh(dict(cfg.mesh))
-    config_checks.check_values(cfg, mesh.shape.get("data", 1))
+    mesh = partitioning.mesh_from_config(cfg)
+    config_checks.check_values(cfg, partitioning.data_parallel_size(mesh))
     cfg.data.task_name = steps.resolve_task(cfg)
     steps.fill_model_dims(cfg)  # model keys left None: vocabulary, target vocabulary, classes
     _apply_epochs(cfg)
     global_batch, total_steps = cfg.train.batch_size, cfg.train.steps
+    profile = ProfileWindow(cfg.train.get("profile_steps", ""), os.path.join(workdir, "profile"))
     ckpt_dir = os.path.join(workdir, "checkpoints")
     saved_config = os.path.join(workdir, "config.json")
     if checkpoint.has_steps(ckpt_dir) and os.path.exists(saved_config):
@@ -101,7 +120,8 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str
     data_verify.check_run_data(cfg, ("train", *evaluators.splits_read(cfg)))  # checks c.evals
 
     # --- model, optimizer, mesh, shardings ---------------------------------------------------
-    setup = steps.build(cfg, input_pipeline.example_batch(cfg, global_batch))
+    example = input_pipeline.example_batch(cfg, global_batch)
+    setup = steps.build(cfg, example)
     os.makedirs(workdir, exist_ok=True)
     if jax.process_index() == 0:
         _write_json_atomic(saved_config, cfg.to_json_best_effort(indent=2))
@@ -152,49 +172,55 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str
             log.progress(step, {f"{name}/{k}": v for k, v in shown.items()})
         return results
 
-    # --- train -------------------------------------------------------------------------------
+    # --- train ------------------------------------------------------------------------------
+    # The step never waits on the host: batches are read, counted and placed on device ahead
+    # of it (input_pipeline.Prefetch), and device values are fetched only at log/save steps.
     batches = input_pipeline.train_batches(cfg, global_batch, start_example)
-    tokens_per_step = global_batch * cfg.data.seq_len
+    place = lambda b: (partitioning.global_batch(b, setup.batch_sharding), real_tokens(b))
+    speed = Throughput(cfg, flops.train_flops_per_example(cfg, example), global_batch)
     step = int(state.step)
-    window, t0, last = [], time.time(), {}
-    while step < total_steps:
-        batch = partitioning.global_batch(next(batches), setup.batch_sharding)
-        state, metrics = setup.train_step(state, batch)
-        window.append(metrics)
-        step += 1
-        start_example += global_batch
-        due_log = step % cfg.train.log_every == 0 or step == total_steps
-        due_save = step % cfg.checkpoint.every == 0 or step == total_steps
-        if due_log or due_save:
-            summary = reduce(window)
-            if not math.isfinite(summary["loss"]):
-                mngr.wait_until_finished()
-                raise DivergedError(
-                    f"loss is {summary['loss']} at step {step} (window of {len(window)} steps); "
-                    f"not saving. Last good checkpoint: step {mngr.latest_step()} in {workdir}"
-                )
-        if due_log:
-            dt = time.time() - t0
-            summary["lr"] = float(metrics["lr"])  # the last step's rate, not the window's mean
-            summary["steps_per_sec"] = len(window) / dt
-            summary["step_time"] = dt / len(window)
-            summary["tokens_per_sec"] = len(window) * tokens_per_step / dt
-            log.write(step, summary)
-            log.progress(step, headline(summary))
-            window, t0 = [], time.time()
-        if step % cfg.train.eval_every == 0 or step == total_steps:
-            last = evaluate(step, "eval")
-            best.update(step, state.params, last)
-            t0 = time.time()
-        if due_save:
-            meta = {
-                "step": step,
-                "batches_consumed": step,
-                "examples_consumed": start_example,
-                "data_shards": num_shards,
-                "rng": np.asarray(jax.device_get(state.rng)).tolist(),
-            }
-            checkpoint.save(mngr, step, state, meta, force=step == total_steps)
+    window, tokens, t0, last = [], 0, time.time(), {}
+    feed = input_pipeline.Prefetch(batches, place, cfg.train.get("prefetch", 2), total_steps - step)
+    with feed, profile:  # both stop on any exit
+        for batch, real in feed:
+            profile.before(step + 1)
+            state, metrics = setup.train_step(state, batch)
+            window.append(metrics)
+            step += 1
+            profile.after(step, state)
+            tokens = None if real is None or tokens is None else tokens + real
+            start_example += global_batch
+            due_log = step % cfg.train.log_every == 0 or step == total_steps
+            due_save = step % cfg.checkpoint.every == 0 or step == total_steps
+            if due_log or due_save:
+                summary = reduce(window)  # the one device -> host fetch, for the whole window
+                if not math.isfinite(summary["loss"]):
+                    mngr.wait_until_finished()
+                    raise DivergedError(
+                        f"loss is {summary['loss']} at step {step} (window of {len(window)} "
+                        f"steps); not saving. Last good checkpoint: step {mngr.latest_step()} "
+                        f"in {workdir}"
+                    )
+            if due_log:
+                summary["lr"] = float(metrics["lr"])  # the last step's rate, not the window's
+                summary.update(speed.summary(len(window), time.time() - t0, tokens))
+                log.write(step, summary)
+                log.progress(step, headline(summary))
+                window, tokens, t0 = [], 0, time.time()
+            if step % cfg.train.eval_every == 0 or step == total_steps:
+                last = evaluate(step, "eval")
+                best.update(step, state.params, last)
+                t0 = time.time()
+            if due_save:
+                meta = {
+                    "step": step,
+                    "batches_consumed": step,
+                    "examples_consumed": start_example,
+                    "data_shards": num_shards,
+                    "rng": np.asarray(jax.device_get(state.rng)).tolist(),
+                    "precision": precision.describe(cfg.model),
+                }
+                checkpoint.save(mngr, step, state, meta, force=step == total_steps)
     if not last:  # resumed at the final step: still report the final evaluation
         last = evaluate(step, "eval")
     last.update(evaluate(step, "end"))  # exports and once-per-run evaluations

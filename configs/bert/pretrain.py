@@ -21,7 +21,10 @@ def get_config(arg=None):
         dropout_rate=0.1,
         attention_dropout_rate=0.1,
         gelu="tanh",
-        dtype="float32",
+        dtype="float32",  # compute: float32 | bfloat16 (tlx.precision)
+        param_dtype="float32",  # master weights
+        remat="none",  # none | full | dots | save_proj | save_out | a jax.checkpoint_policies name
+        attention_impl="xla",  # xla | cudnn (cuDNN flash attention: GPU, bfloat16)
         mlm_all_positions=False,
     )
     c.objective.name = "mlm_nsp"

@@ -41,6 +41,9 @@ def get_config(arg=None):
         dropout_rate=0.2,
         freeze_embed=True,
         unroll=1,
+        dtype="float32",  # compute: float32 | bfloat16 (tlx.precision)
+        param_dtype="float32",  # master weights
+        remat="none",  # per LSTM step: none | full | dots | save_proj | ... (tlx.precision)
         **SIZES[args.size],
     )
     c.objective.name = "seq2seq"

@@ -38,6 +38,9 @@ def get_config(arg=None):
         softmax=args.softmax,
         num_samples=args.num_samples,
         dropout_rate=0.1,
+        dtype="float32",  # compute: float32 | bfloat16 (tlx.precision)
+        param_dtype="float32",  # master weights
+        remat="none",  # per LSTM step: none | full | dots | save_proj | ... (tlx.precision)
     )
     c.objective.name = "bilm"
     c.data.task = "causal_lm"

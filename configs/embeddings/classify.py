@@ -118,6 +118,8 @@ def get_config(arg=None):
         pool=args.pool,
         dropout_rate=args.dropout,
         embed_dropout=args.embed_dropout,
+        dtype="float32",  # compute: float32 | bfloat16 (tlx.precision)
+        param_dtype="float32",  # master weights
     )
     common.downstream_training(c, task)
     c.data.task = args.task

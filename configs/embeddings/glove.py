@@ -36,7 +36,9 @@ def get_config(arg=None):
     c.data.options.x_max = args.x_max
     c.data.options.alpha = args.alpha
     c.data.options.min_count = args.min_count
-    c.model = dict(name="glove", vocab_size=None, dim=args.dim)
+    c.model = dict(
+        name="glove", vocab_size=None, dim=args.dim, dtype="float32", param_dtype="float32"
+    )
     c.optim.name = "sparse_adagrad"
     c.optim.lr = args.lr
     c.optim.end_factor = 1.0  # constant, as glove.c

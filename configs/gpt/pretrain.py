@@ -30,7 +30,10 @@ def get_config(arg=None):
         attention_dropout_rate=0.1,
         layer_norm_eps=1e-5,
         gelu="tanh",
-        dtype="float32",
+        dtype="float32",  # compute: float32 | bfloat16 (tlx.precision)
+        param_dtype="float32",  # master weights
+        remat="none",  # none | full | dots | save_proj | save_out | a jax.checkpoint_policies name
+        attention_impl="xla",  # xla | cudnn (cuDNN flash attention: GPU, bfloat16)
     )
     c.objective.name = "causal_lm"
     # 0 materialises [B, L, V] float32 logits for the LM loss: the faster choice at these

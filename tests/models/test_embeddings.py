@@ -214,3 +214,86 @@ def test_window_mismatch_between_data_and_model_fails_loudly():
     batch = w2v_batch()
     with pytest.raises(ValueError, match="window"):
         embeddings.Word2Vec(V, D, "sg", W + 1).init(jax.random.PRNGKey(0), batch)
+
+
+G, S = 3, 2  # the per-group formulation: G centres share S draws of K noise words
+
+
+def grouped_batch(seed=0):
+    batch = w2v_batch(seed)
+    del batch["negatives"]
+    rng = np.random.default_rng(seed + 100)
+    batch["group_negatives"] = rng.integers(0, V, (B, C // G, S, K)).astype(np.int32)
+    return batch
+
+
+def test_grouped_loss_and_gradient_match_a_float64_reference():
+    """Loss and dense table gradients of the per-group objective against a float64 numpy
+    transcription: pair (c, q) scores its centre and the S K noise words of c's group, the
+    noise terms weighted 1/S."""
+    batch = grouped_batch(3)
+    model = embeddings.Word2Vec(V, D, "sg", W)
+    p = init(model, batch)
+
+    def loss(params):
+        return objectives.sgns(model.apply({"params": params}, batch)[0], batch)[0]
+
+    got_loss, got = jax.value_and_grad(loss)(p)
+    vin, vout = np.asarray(p["input"], np.float64), np.asarray(p["output"], np.float64)
+    t, noise = batch["tokens"], batch["group_negatives"]
+    sig = lambda x: 1 / (1 + np.exp(-x))
+    want_loss, gin, gout = 0.0, np.zeros_like(vin), np.zeros_like(vout)
+    for b, c, q in reference_pairs(batch):
+        u, centre = vin[t[b, q]], t[b, c + W]
+        x = u @ vout[centre]
+        want_loss += np.log1p(np.exp(-x))
+        gin[t[b, q]] -= sig(-x) * vout[centre]
+        gout[centre] -= sig(-x) * u
+        for n in noise[b, c // G].reshape(-1):
+            y = u @ vout[n]
+            want_loss += np.log1p(np.exp(y)) / S
+            gin[t[b, q]] += sig(y) * vout[n] / S
+            gout[n] += sig(y) * u / S
+    np.testing.assert_allclose(got_loss, want_loss, rtol=1e-5)
+    np.testing.assert_allclose(got["input"], gin, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(got["output"], gout, rtol=1e-4, atol=1e-6)
+    assert np.abs(gout).sum() > 0 and np.abs(gin).sum() > 0
+
+
+def test_grouped_cbow_scores_the_group_noise_with_the_context_mean():
+    batch = grouped_batch(4)
+    model = embeddings.Word2Vec(V, D, "cbow", W)
+    p = init(model, batch)
+    out, _ = model.apply({"params": p}, batch)
+    vin, vout, t = np.asarray(p["input"]), np.asarray(p["output"]), batch["tokens"]
+    ctx = [q for b, c, q in sorted(reference_pairs(batch)) if (b, c) == (1, 4)]
+    h = vin[t[1, ctx]].mean(0)
+    noise = batch["group_negatives"][1, 4 // G].reshape(-1)
+    np.testing.assert_allclose(out["neg_logits"][1, 4 // G, 4 % G], vout[noise] @ h, rtol=1e-5)
+    np.testing.assert_allclose(out["neg_weight"][1, 4 // G, 4 % G], 1 / S)
+
+
+def test_grouped_sparse_training_lowers_the_loss():
+    batch = grouped_batch(5)
+    model = embeddings.Word2Vec(V, D, "sg", W)
+    params = nn.unbox(model.init(jax.random.PRNGKey(0), batch)["params"])
+    opt = sparse.SparseOptimizer("sparse_sgd", lambda step: 0.5)
+    step = jax.jit(sparse.make_train_step(model, objectives.sgns, opt))
+    state = State(jnp.zeros([], jnp.int32), params, opt.init(params), jax.random.PRNGKey(0))
+    losses = []
+    for _ in range(30):
+        state, m = step(state, batch)
+        losses.append(float(m["loss"][0] / m["loss"][1]))
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_bfloat16_compute_keeps_float32_tables_and_logits():
+    batch = grouped_batch()
+    model = embeddings.Word2Vec(V, D, "sg", W, dtype="bfloat16")
+    p = init(model, batch)
+    assert all(v.dtype == jnp.float32 for v in p.values())
+    out, _ = model.apply({"params": p}, batch)
+    ref, _ = embeddings.Word2Vec(V, D, "sg", W).apply({"params": p}, batch)
+    assert out["neg_logits"].dtype == jnp.float32
+    np.testing.assert_allclose(out["neg_logits"], ref["neg_logits"], atol=0.05)
+    assert not np.array_equal(out["neg_logits"], ref["neg_logits"])

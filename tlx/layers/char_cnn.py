@@ -43,6 +43,7 @@ class Highway(nn.Module):
 
     carry_bias: float = -2.0
     dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -53,6 +54,7 @@ class Highway(nn.Module):
             return nn.Dense(
                 f,
                 dtype=self.dtype,
+                param_dtype=self.param_dtype,
                 kernel_init=part(_normal_fan_in(f), ("embed", "mlp")),
                 bias_init=part(nn.initializers.constant(bias), ("mlp",)),
                 name=name,
@@ -73,6 +75,7 @@ class CharCNN(nn.Module):
     output_dim: int = 512
     activation: str = "relu"
     dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
 
     @nn.compact
     def __call__(self, char_ids: jnp.ndarray) -> jnp.ndarray:
@@ -83,6 +86,7 @@ class CharCNN(nn.Module):
             "char_embedding",
             part(_uniform(1.0), ("char_vocab", "embed")),
             (self.char_vocab, self.char_dim),
+            self.param_dtype,
         )
         batch_shape, chars = char_ids.shape[:-1], char_ids.shape[-1]
         x = jnp.take(table, char_ids.reshape(-1, chars), axis=0).astype(self.dtype)  # [N, C, d]
@@ -100,6 +104,7 @@ class CharCNN(nn.Module):
                 (width,),
                 padding="VALID",
                 dtype=self.dtype,
+                param_dtype=self.param_dtype,
                 kernel_init=part(init, (None, "embed", "mlp")),
                 bias_init=part(nn.initializers.zeros, ("mlp",)),
                 name=f"conv_{width}",
@@ -107,10 +112,11 @@ class CharCNN(nn.Module):
             pooled.append(ACTIVATIONS[self.activation](conv.max(axis=1)))  # [N, num]
         h = jnp.concatenate(pooled, -1)  # [N, F], F = sum of the filter numbers
         for k in range(self.highway_layers):
-            h = Highway(dtype=self.dtype, name=f"highway_{k}")(h)
+            h = Highway(dtype=self.dtype, param_dtype=self.param_dtype, name=f"highway_{k}")(h)
         h = nn.Dense(
             self.output_dim,
             dtype=self.dtype,
+            param_dtype=self.param_dtype,
             kernel_init=part(_normal_fan_in(h.shape[-1]), ("mlp", "embed")),
             bias_init=part(nn.initializers.zeros, ("embed",)),
             name="projection",

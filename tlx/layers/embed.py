@@ -32,5 +32,12 @@ class Embed(nn.Module):
         return jnp.take(self.embedding, ids, axis=0).astype(self.dtype)
 
     def attend(self, x: jnp.ndarray) -> jnp.ndarray:
-        """Scores [..., D] states against every row: the tied output projection, [..., N]."""
-        return jnp.einsum("...d,nd->...n", x.astype(self.dtype), self.embedding.astype(self.dtype))
+        """Scores [..., D] states against every row: the tied output projection, [..., N]
+        float32 (logits are a float32 island of tlx.precision: products in `dtype`, summed in
+        float32)."""
+        # The table's embed dim all-gathered first (as ZeRO-3 does anyway): with it split over
+        # fsdp, the axis the batch also uses, XLA computed this einsum's gradient wrong on a
+        # (2, 2, 2) data x fsdp x model mesh (tests/test_fsdp.py). A no-op without fsdp.
+        table = nn.with_logical_constraint(self.embedding, (self.axes[0], None))
+        x, table = x.astype(self.dtype), table.astype(self.dtype)
+        return jnp.einsum("...d,nd->...n", x, table, preferred_element_type=jnp.float32)

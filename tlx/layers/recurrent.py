@@ -21,6 +21,11 @@ output depends on what (or how much) padding follows a row.
 
 Parameters carry logical axis names (`embed` for input / recurrent / projected widths, `mlp` for
 the gate width), so `mesh.model` shards the gates like a transformer's MLP.
+
+Precision (tlx.precision): matmuls, gates and outputs h in `dtype`; the cell state c is float32
+whatever `dtype` is (it sums over every step, where bfloat16 would lose the small updates).
+Remat: `remat` names the jax.checkpoint policy of each scan step (the gate pre-activations
+z [B, 4H] are tagged `lstm_gates`).
 """
 
 from collections.abc import Callable
@@ -29,7 +34,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-Carry = tuple[jnp.ndarray, jnp.ndarray]  # (cell [B, H], output [B, P])
+from tlx import precision
+
+Carry = tuple[jnp.ndarray, jnp.ndarray]  # (cell [B, H] float32, output [B, P] in dtype)
 # Input and projection kernels: Glorot uniform (the transformers' N(0, 0.02) leaves an LSTM's
 # gates near 0.5 and trains it slowly from scratch); recurrent kernels: orthogonal.
 GLOROT = nn.initializers.variance_scaling(1.0, "fan_avg", "uniform")
@@ -50,11 +57,12 @@ def lstm_step(p: dict, carry: Carry, gx: jnp.ndarray, cell_clip=None, proj_clip=
     scans (gate order i, f, g, o)."""
     c, h = carry
     z = gx + h @ p["recurrent_kernel"].astype(h.dtype)  # [B, 4H]
+    z = precision.tag(z, precision.LSTM_GATES)
     i, f, g, o = jnp.split(z, 4, axis=-1)
-    c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+    c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)  # c's float32 wins the promotion
     if cell_clip:
         c = jnp.clip(c, -cell_clip, cell_clip)
-    h = jax.nn.sigmoid(o) * jnp.tanh(c)
+    h = (jax.nn.sigmoid(o) * jnp.tanh(c)).astype(z.dtype)
     if "projection" in p:
         h = h @ p["projection"].astype(h.dtype)
         if proj_clip:
@@ -78,6 +86,7 @@ class LSTMCell(nn.Module):
     proj_clip: float | None = None
     dtype: jnp.dtype = jnp.float32
     kernel_init: Callable = GLOROT
+    param_dtype: jnp.dtype = jnp.float32
 
     @property
     def out_features(self) -> int:
@@ -90,16 +99,21 @@ class LSTMCell(nn.Module):
             "recurrent_kernel",
             part(nn.initializers.orthogonal(), ("embed", "mlp")),
             (self.out_features, h4),
+            self.param_dtype,
         )
-        self.bias = self.param("bias", part(_gate_bias_init, ("mlp",)), (h4,))
+        self.bias = self.param("bias", part(_gate_bias_init, ("mlp",)), (h4,), self.param_dtype)
         if self.proj:
             self.projection = self.param(
-                "projection", part(self.kernel_init, ("mlp", "embed")), (self.hidden, self.proj)
+                "projection",
+                part(self.kernel_init, ("mlp", "embed")),
+                (self.hidden, self.proj),
+                self.param_dtype,
             )
         self.input = nn.DenseGeneral(
             h4,
             use_bias=False,
             dtype=self.dtype,
+            param_dtype=self.param_dtype,
             kernel_init=part(self.kernel_init, ("embed", "mlp")),
             name="input_kernel",
         )
@@ -116,7 +130,7 @@ class LSTMCell(nn.Module):
 
     def initial_carry(self, batch: int) -> Carry:
         return (
-            jnp.zeros((batch, self.hidden), self.dtype),
+            jnp.zeros((batch, self.hidden), jnp.promote_types(jnp.float32, self.dtype)),
             jnp.zeros((batch, self.out_features), self.dtype),
         )
 
@@ -138,12 +152,15 @@ class LSTM(nn.Module):
     reverse: bool = False
     unroll: int = 1  # lax.scan unroll: a few steps per loop iteration helps small batches on CPU
     dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+    remat: str = "none"  # tlx.precision.REMATS, per scan step
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, mask: jnp.ndarray) -> tuple[jnp.ndarray, Carry]:
         cell = LSTMCell(
-            self.hidden, self.proj, self.cell_clip, self.proj_clip, self.dtype, name="cell"
-        )
+            self.hidden, self.proj, self.cell_clip, self.proj_clip, self.dtype,
+            param_dtype=self.param_dtype, name="cell",
+        )  # fmt: skip
         mask = mask.astype(bool)
         lengths = mask.sum(1).astype(jnp.int32)  # [B]
         x = x.astype(self.dtype)
@@ -162,7 +179,10 @@ class LSTM(nn.Module):
 
         time_major = (jnp.swapaxes(gates, 0, 1), jnp.swapaxes(mask, 0, 1))
         carry, outs = jax.lax.scan(
-            body, cell.initial_carry(x.shape[0]), time_major, unroll=self.unroll
+            precision.checkpoint(body, self.remat),
+            cell.initial_carry(x.shape[0]),
+            time_major,
+            unroll=self.unroll,
         )
         outs = jnp.swapaxes(outs, 0, 1)  # [B, L, P]
         if self.reverse:
@@ -184,6 +204,8 @@ class LSTMStack(nn.Module):
     dropout_rate: float = 0.0  # between layers
     unroll: int = 1
     dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+    remat: str = "none"
 
     @nn.compact
     def __call__(self, x, mask, *, deterministic: bool = True):
@@ -193,7 +215,7 @@ class LSTMStack(nn.Module):
                 x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
             out, carry = LSTM(
                 self.hidden, self.proj, self.cell_clip, self.proj_clip, self.reverse,
-                self.unroll, self.dtype, name=f"layer_{k}",
+                self.unroll, self.dtype, self.param_dtype, self.remat, name=f"layer_{k}",
             )(x, mask)  # fmt: skip
             if self.residual and k and out.shape == x.shape:
                 out = out + x
@@ -218,11 +240,14 @@ class BiLSTM(nn.Module):
     dropout_rate: float = 0.0
     unroll: int = 1
     dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+    remat: str = "none"
 
     def _stack(self, reverse: bool, num_layers: int, name: str):
         return LSTMStack(
             num_layers, self.hidden, self.proj, self.cell_clip, self.proj_clip, reverse,
-            self.residual, self.dropout_rate, self.unroll, self.dtype, name=name,
+            self.residual, self.dropout_rate, self.unroll, self.dtype, self.param_dtype,
+            self.remat, name=name,
         )  # fmt: skip
 
     @nn.compact

@@ -17,13 +17,15 @@ import jax.numpy as jnp
 
 
 def _masked_normalize(h: jnp.ndarray, mask: jnp.ndarray | None, eps: float = 1e-12):
-    """(h - mean) / std with one mean / std over the unmasked positions of h [B, L, D]."""
+    """(h - mean) / std with one mean / std over the unmasked positions of h [B, L, D]; the
+    statistics in float32 (a sum over the whole batch), the result in h's dtype."""
+    dtype, h = h.dtype, h.astype(jnp.float32)
     w = jnp.ones(h.shape[:-1], h.dtype) if mask is None else mask.astype(h.dtype)
     w = jnp.broadcast_to(w[..., None], h.shape)  # [B, L, D]
     n = jnp.maximum(w.sum(), 1.0)
     mean = (h * w).sum() / n
     var = (((h - mean) * w) ** 2).sum() / n
-    return (h - mean) * jax.lax.rsqrt(var + eps)
+    return ((h - mean) * jax.lax.rsqrt(var + eps)).astype(dtype)
 
 
 class ScalarMix(nn.Module):
@@ -33,15 +35,18 @@ class ScalarMix(nn.Module):
     num_layers: int
     l2_coef: float = 0.0
     do_layer_norm: bool = False
+    param_dtype: jnp.dtype = jnp.float32
 
     @nn.compact
     def __call__(self, layers, mask: jnp.ndarray | None = None):
         if len(layers) != self.num_layers:
             raise ValueError(f"ScalarMix expects {self.num_layers} layers, got {len(layers)}")
         part = nn.with_logical_partitioning
-        w = self.param("scalars", part(nn.initializers.zeros, (None,)), (self.num_layers,))
-        gamma = self.param("gamma", part(nn.initializers.ones, ()), ())
-        weights = jax.nn.softmax(w)  # [K]
+        w = self.param(
+            "scalars", part(nn.initializers.zeros, (None,)), (self.num_layers,), self.param_dtype
+        )
+        gamma = self.param("gamma", part(nn.initializers.ones, ()), (), self.param_dtype)
+        weights = jax.nn.softmax(w.astype(jnp.float32))  # [K]
         if self.do_layer_norm:
             layers = [_masked_normalize(h, mask) for h in layers]
         mixed = sum(weights[k].astype(h.dtype) * h for k, h in enumerate(layers))
@@ -50,4 +55,4 @@ class ScalarMix(nn.Module):
 
 def l2_penalty(scalars: jnp.ndarray, l2_coef: float) -> jnp.ndarray:
     """The paper's lambda ||w||^2 on the raw (pre-softmax) scalars, as bilm-tf's weight_layers."""
-    return l2_coef * jnp.sum(jnp.square(scalars))
+    return l2_coef * jnp.sum(jnp.square(scalars.astype(jnp.float32)))

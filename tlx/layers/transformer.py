@@ -8,7 +8,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from tlx.layers.attention import MultiHeadAttention
+from tlx import precision
+from tlx.layers.attention import MultiHeadAttention, check_impl
 from tlx.layers.embed import default_init
 
 
@@ -30,7 +31,14 @@ class TransformerConfig:
     norm_position: Literal["post", "pre"] = "post"
     # GPT-2: the projections that write into the residual stream start at std 0.02 / sqrt(2 N).
     scale_residual_init: bool = False
-    dtype: str = "float32"
+    dtype: str = "float32"  # compute dtype; tlx.precision
+    param_dtype: str = "float32"
+    remat: str = "none"  # tlx.precision.REMATS, applied per block
+    attention_impl: str = "xla"  # tlx.layers.attention.IMPLEMENTATIONS
+
+    def __post_init__(self):
+        precision.check(self.dtype, self.param_dtype, self.remat)
+        check_impl(self.attention_impl)
 
     @property
     def head_dim(self) -> int:
@@ -49,10 +57,12 @@ def activation(name: str) -> Callable[[jnp.ndarray], jnp.ndarray]:
     raise ValueError(f"unknown gelu variant {name!r}; expected 'tanh' or 'erf'")
 
 
-def layer_norm(eps: float, name: str, dtype=jnp.float32) -> nn.LayerNorm:
+def layer_norm(eps: float, name: str, dtype=jnp.float32, param_dtype=jnp.float32) -> nn.LayerNorm:
+    """Output in `dtype`; flax computes the mean / variance in float32 whatever `dtype` is."""
     return nn.LayerNorm(
         epsilon=eps,
         dtype=dtype,
+        param_dtype=param_dtype,
         scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
         name=name,
@@ -63,6 +73,7 @@ class Mlp(nn.Module):
     intermediate_size: int
     gelu: str = "tanh"
     dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
     kernel_init: Callable = default_init
     out_init: Callable | None = None
 
@@ -72,34 +83,38 @@ class Mlp(nn.Module):
         h = nn.Dense(
             self.intermediate_size,
             dtype=self.dtype,
+            param_dtype=self.param_dtype,
             kernel_init=nn.with_logical_partitioning(self.kernel_init, ("embed", "mlp")),
             bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)),
             name="wi",
         )(x)
-        h = activation(self.gelu)(h)
+        h = activation(self.gelu)(precision.tag(h, precision.MLP_HIDDEN))
         h = nn.with_logical_constraint(h, ("batch", "length", "mlp"))  # [B, L, I]
-        return nn.Dense(
+        out = nn.Dense(
             d,
             dtype=self.dtype,
+            param_dtype=self.param_dtype,
             kernel_init=nn.with_logical_partitioning(
                 self.out_init or self.kernel_init, ("mlp", "embed")
             ),
             bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
             name="wo",
         )(h)
+        return precision.tag(out, precision.MLP_OUT)  # [B, L, D]
 
 
 class TransformerBlock(nn.Module):
-    """Attention + MLP with residuals; LayerNorm after (BERT, GPT-1) or before (GPT-2) each."""
+    """Attention + MLP with residuals; LayerNorm after (BERT, GPT-1) or before (GPT-2) each.
+    `deterministic` and `decode` may be positional: nn.remat marks them static by position."""
 
     config: TransformerConfig
 
     @nn.compact
     def __call__(
-        self, x, bias, *, deterministic: bool, decode: bool = False, cache_index=0
+        self, x, bias, deterministic: bool, decode: bool = False, cache_index=0
     ) -> jnp.ndarray:
         cfg = self.config
-        dtype = jnp.dtype(cfg.dtype)
+        dtype, param_dtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
         drop = lambda y: nn.Dropout(cfg.dropout_rate)(y, deterministic=deterministic)  # noqa: E731
         out_init = None
         if cfg.scale_residual_init:
@@ -109,17 +124,21 @@ class TransformerBlock(nn.Module):
             head_dim=cfg.head_dim,
             dropout_rate=cfg.attention_dropout_rate,
             dtype=dtype,
+            param_dtype=param_dtype,
+            attention_impl=cfg.attention_impl,
             out_init=out_init,
             name="attention",
         )
-        mlp = Mlp(cfg.intermediate_size, gelu=cfg.gelu, dtype=dtype, out_init=out_init, name="mlp")
-        ln_attn = layer_norm(cfg.layer_norm_eps, "attention_ln", dtype)
-        ln_mlp = layer_norm(cfg.layer_norm_eps, "mlp_ln", dtype)
+        mlp = Mlp(
+            cfg.intermediate_size, gelu=cfg.gelu, dtype=dtype, param_dtype=param_dtype,
+            out_init=out_init, name="mlp",
+        )  # fmt: skip
+        ln_attn = layer_norm(cfg.layer_norm_eps, "attention_ln", dtype, param_dtype)
+        ln_mlp = layer_norm(cfg.layer_norm_eps, "mlp_ln", dtype, param_dtype)
 
         def attend(y):
-            return attn(
-                y, bias, deterministic=deterministic, decode=decode, cache_index=cache_index
-            )
+            out = attn(y, bias, deterministic=deterministic, decode=decode, cache_index=cache_index)
+            return precision.tag(out, precision.ATTENTION_OUT)  # [B, L, D]
 
         if cfg.norm_position == "post":
             x = ln_attn(x + drop(attend(x)))
@@ -131,16 +150,20 @@ class TransformerBlock(nn.Module):
 
 
 class TransformerStack(nn.Module):
-    """`num_layers` blocks named layer_0..layer_{N-1}; returns (last, [every block's output])."""
+    """`num_layers` blocks named layer_0..layer_{N-1}; returns (last, [every block's output]).
+    `config.remat` wraps each block in nn.remat (same parameter paths: the lifted block keeps
+    its name and adds no scope)."""
 
     config: TransformerConfig
 
     @nn.compact
     def __call__(self, x, bias, *, deterministic: bool, decode: bool = False, cache_index=0):
+        wrap, policy = precision.remat_policy(self.config.remat)
+        block = TransformerBlock
+        if wrap:  # static: deterministic (argnum 3, self is 0) and decode (4)
+            block = nn.remat(TransformerBlock, static_argnums=(3, 4), policy=policy)
         states = []
         for i in range(self.config.num_layers):
-            x = TransformerBlock(self.config, name=f"layer_{i}")(
-                x, bias, deterministic=deterministic, decode=decode, cache_index=cache_index
-            )
+            x = block(self.config, name=f"layer_{i}")(x, bias, deterministic, decode, cache_index)
             states.append(x)
         return x, states

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 
 import flax.linen as nn
 
+from tlx import precision
+from tlx.errors import ConfigError
 from tlx.models import bert, contextual, cove, elmo, embeddings, gpt, migrate, word_encoders
 
 if TYPE_CHECKING:  # the models themselves need no ml_collections (GPU benchmark images lack it)
@@ -23,6 +25,7 @@ class Entry:
     build: Callable[["ml_collections.ConfigDict"], nn.Module]
     head: str | None = None  # 'sentence' (sentence / pair classification) | 'tagging' | None
     renames: migrate.Rules = ()  # older checkpoints' / pretraining runs' paths -> this tree
+    remat: bool = False  # honours model.remat (tlx.precision); others accept only 'none'
 
 
 def _classes(cfg):
@@ -33,7 +36,7 @@ def _classes(cfg):
 HEAD_OPTIONS = ("features", "head_hidden", "frozen_encoder")  # bert / gpt heads' options
 
 
-def _task(family, head: str, renames: migrate.Rules, options=()) -> Entry:
+def _task(family, head: str, renames: migrate.Rules, options=(), remat=False) -> Entry:
     """The entry of a family's `classifier` (head 'sentence') or `tagger` ('tagging'), built
     from family.model_config(cfg), model.num_classes and the `options` keys the config sets."""
     task = family.classifier if head == "sentence" else family.tagger
@@ -42,7 +45,7 @@ def _task(family, head: str, renames: migrate.Rules, options=()) -> Entry:
         kw = {k: cfg[k] for k in options if cfg.get(k) is not None}
         return task(family.model_config(cfg), _classes(cfg), **kw)
 
-    return Entry(build_task, head, renames)
+    return Entry(build_task, head, renames, remat)
 
 
 def _bert_pretrain(cfg):
@@ -55,8 +58,23 @@ def _word_vectors(cfg):
     if cfg.get("vocab_size") is None:
         raise ValueError("model.vocab_size is None: tlx.train fills it from the corpus")
     if cfg.name == "glove":
-        return embeddings.GloVe(cfg.vocab_size, cfg.dim)
-    return embeddings.Word2Vec(cfg.vocab_size, cfg.dim, cfg.arch, cfg.window)
+        return embeddings.GloVe(cfg.vocab_size, cfg.dim, **_precision_fields(embeddings.GloVe, cfg))
+    kw = _precision_fields(embeddings.Word2Vec, cfg)
+    return embeddings.Word2Vec(cfg.vocab_size, cfg.dim, cfg.arch, cfg.window, **kw)
+
+
+def _precision_fields(module_cls, cfg) -> dict:
+    """model.dtype / param_dtype for a module with those fields; a module without them runs
+    float32 only (ConfigError if the config asks otherwise)."""
+    fields = {f.name for f in dataclasses.fields(module_cls)}
+    kw = {}
+    for key in ("dtype", "param_dtype"):
+        value = cfg.get(key, "float32")
+        if key in fields:
+            kw[key] = value
+        elif value != "float32":
+            raise ConfigError(f"model.{key}={value!r}: {module_cls.__name__} runs float32 only")
+    return kw
 
 
 def _cove_mt(cfg):
@@ -74,18 +92,18 @@ def _elmo_lm(cfg):
 
 
 REGISTRY: dict[str, Entry] = {
-    "bert_pretrain": Entry(_bert_pretrain),
-    "bert_classifier": _task(bert, "sentence", migrate.BERT_TASK, HEAD_OPTIONS),
-    "bert_tagger": _task(bert, "tagging", migrate.BERT_TASK, HEAD_OPTIONS),
-    "gpt_lm": Entry(lambda cfg: gpt.GptForCausalLM(gpt.model_config(cfg))),
-    "gpt_classifier": _task(gpt, "sentence", migrate.GPT_TASK, HEAD_OPTIONS),
-    "gpt_tagger": _task(gpt, "tagging", migrate.GPT_TASK, HEAD_OPTIONS),
+    "bert_pretrain": Entry(_bert_pretrain, remat=True),
+    "bert_classifier": _task(bert, "sentence", migrate.BERT_TASK, HEAD_OPTIONS, True),
+    "bert_tagger": _task(bert, "tagging", migrate.BERT_TASK, HEAD_OPTIONS, True),
+    "gpt_lm": Entry(lambda cfg: gpt.GptForCausalLM(gpt.model_config(cfg)), remat=True),
+    "gpt_classifier": _task(gpt, "sentence", migrate.GPT_TASK, HEAD_OPTIONS, True),
+    "gpt_tagger": _task(gpt, "tagging", migrate.GPT_TASK, HEAD_OPTIONS, True),
     "word_classifier": _task(word_encoders, "sentence", migrate.WORD_TASK),
     "word_tagger": _task(word_encoders, "tagging", migrate.WORD_TASK),
     "word2vec": Entry(_word_vectors),
     "glove": Entry(_word_vectors),
-    "cove_mt": Entry(_cove_mt),
-    "elmo_lm": Entry(_elmo_lm),
+    "cove_mt": Entry(_cove_mt, remat=True),
+    "elmo_lm": Entry(_elmo_lm, remat=True),
     "contextual_classifier": _task(contextual, "sentence", migrate.CONTEXTUAL_TASK),
     "contextual_tagger": _task(contextual, "tagging", migrate.CONTEXTUAL_TASK),
 }
@@ -99,7 +117,14 @@ def entry(name: str) -> Entry:
 
 
 def build(cfg: "ml_collections.ConfigDict") -> nn.Module:
-    return entry(cfg.name).build(cfg)
+    policy = precision.parse(cfg)  # ConfigError naming model.dtype / param_dtype / remat
+    e = entry(cfg.name)
+    if policy.remat != "none" and not e.remat:
+        raise ConfigError(
+            f"model.remat={policy.remat!r}: model {cfg.name!r} has no rematerialisation; "
+            "use 'none' (bert_*, gpt_*, elmo_lm and cove_mt take a policy)"
+        )
+    return e.build(cfg)
 
 
 def head_kind(cfg: "ml_collections.ConfigDict") -> str | None:

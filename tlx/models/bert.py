@@ -3,13 +3,17 @@
 Matches the reference google-research/bert layout: post-LN blocks, LayerNorm eps 1e-12,
 GELU, truncated-normal(0.02) init, token+position+segment embeddings -> LN -> dropout,
 tanh pooler over [CLS], MLM decoder tied to the token embedding.
+
+Precision and remat follow the config's `dtype`, `param_dtype` and `remat` (tlx.precision):
+matmuls and activations in `dtype`, LayerNorm statistics, attention softmax and the MLM / NSP
+logits in float32.
 """
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from tlx import heads
-from tlx.layers.attention import padding_bias
+from tlx.layers.attention import padding_mask
 from tlx.layers.embed import Embed
 from tlx.layers.transformer import TransformerConfig, TransformerStack, layer_norm
 from tlx.models import compose
@@ -52,18 +56,18 @@ class BertEncoder(nn.Module):
 
     def setup(self):
         cfg = self.config
-        dtype = jnp.dtype(cfg.dtype)
-        self.token_embed = Embed(cfg.vocab_size, cfg.hidden_size, dtype=dtype)
+        kw = {"dtype": jnp.dtype(cfg.dtype), "param_dtype": jnp.dtype(cfg.param_dtype)}
+        self.token_embed = Embed(cfg.vocab_size, cfg.hidden_size, **kw)
         self.position_embed = Embed(
-            cfg.max_position, cfg.hidden_size, axes=("position", "embed"), dtype=dtype
+            cfg.max_position, cfg.hidden_size, axes=("position", "embed"), **kw
         )
         self.segment_embed = Embed(
-            cfg.type_vocab_size, cfg.hidden_size, axes=("segment", "embed"), dtype=dtype
+            cfg.type_vocab_size, cfg.hidden_size, axes=("segment", "embed"), **kw
         )
-        self.embed_ln = layer_norm(cfg.layer_norm_eps, "embed_ln", dtype)
+        self.embed_ln = layer_norm(cfg.layer_norm_eps, "embed_ln", **kw)
         self.embed_dropout = nn.Dropout(cfg.dropout_rate)
         self.layers = TransformerStack(cfg)
-        self.pooler = heads.dense(cfg.hidden_size, ("embed", "mlp"), "pooler", dtype)
+        self.pooler = heads.dense(cfg.hidden_size, ("embed", "mlp"), "pooler", **kw)
 
     def __call__(self, input_ids, segment_ids, input_mask, *, deterministic: bool):
         length = input_ids.shape[1]
@@ -78,7 +82,7 @@ class BertEncoder(nn.Module):
         )  # [B, L, D]
         x = self.embed_dropout(self.embed_ln(x), deterministic=deterministic)
         x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
-        out, states = self.layers(x, padding_bias(input_mask), deterministic=deterministic)
+        out, states = self.layers(x, padding_mask(input_mask), deterministic=deterministic)
         pooled = jnp.tanh(self.pooler(out[:, 0]))  # [B, D] from [CLS]
         return out, {"hidden_states": [x, *states], "pooled": pooled}
 
@@ -113,9 +117,11 @@ class BertForPreTraining(nn.Module):
             else heads.gather_positions(seq, batch["masked_lm_positions"])
         )  # [B, P, D]
         mlm_logits = heads.MlmHead(
-            cfg.vocab_size, cfg.gelu, cfg.layer_norm_eps, jnp.dtype(cfg.dtype), name="mlm_head"
-        )(states, encoder.decode)
-        nsp_logits = heads.ClassifierHead(2, name="nsp_head")(inter["pooled"], deterministic=True)
+            cfg.vocab_size, cfg.gelu, cfg.layer_norm_eps, jnp.dtype(cfg.dtype),
+            jnp.dtype(cfg.param_dtype), name="mlm_head",
+        )(states, encoder.decode)  # fmt: skip
+        nsp = heads.ClassifierHead(2, param_dtype=jnp.dtype(cfg.param_dtype), name="nsp_head")
+        nsp_logits = nsp(inter["pooled"], deterministic=True)
         return {"mlm_logits": mlm_logits, "nsp_logits": nsp_logits}, inter
 
 
@@ -136,15 +142,17 @@ def classifier(config: BertConfig, num_classes, **options) -> compose.EncoderWit
     Options: features, head_hidden, frozen_encoder (compose.transformer_task)."""
     options = {"features": "pooled", **options}
     return compose.transformer_task(
-        TaskEncoder(config), "sentence", num_classes, config.dropout_rate, **options
-    )
+        TaskEncoder(config), "sentence", num_classes, config.dropout_rate,
+        **compose.precision_options(config), **options,
+    )  # fmt: skip
 
 
 def tagger(config: BertConfig, num_classes: int, **options) -> compose.EncoderWithHead:
     """[CLS] words [SEP] -> every token's features -> tag classifier ([B, L, C] logits)."""
     return compose.transformer_task(
-        TaskEncoder(config), "tagging", num_classes, config.dropout_rate, **options
-    )
+        TaskEncoder(config), "tagging", num_classes, config.dropout_rate,
+        **compose.precision_options(config), **options,
+    )  # fmt: skip
 
 
 CONFIG_KEYS = (
@@ -154,6 +162,9 @@ CONFIG_KEYS = (
     "attention_dropout_rate",
     "gelu",
     "dtype",
+    "param_dtype",
+    "remat",
+    "attention_impl",
     "type_vocab_size",
     "layer_norm_eps",
     *SHAPE_KEYS,

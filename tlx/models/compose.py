@@ -15,6 +15,7 @@ Models return (outputs, intermediates) as every tlx model does (STYLE habit 7): 
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from tlx import heads
 
@@ -40,15 +41,22 @@ class EncoderWithHead(nn.Module):
         return {"logits": logits, **extra}, inter
 
 
+def precision_options(config) -> dict:
+    """A head's dtype / param_dtype from its encoder's config (tlx.precision names)."""
+    return {"dtype": jnp.dtype(config.dtype), "param_dtype": jnp.dtype(config.param_dtype)}
+
+
 def transformer_task(encoder: nn.Module, kind: str, num_classes, dropout_rate: float, *,
                      features: str = "last", head_hidden: int = 0, frozen_encoder: bool = False,
-                     position: str = "first") -> EncoderWithHead:  # fmt: skip
+                     position: str = "first", dtype=jnp.float32,
+                     param_dtype=jnp.float32) -> EncoderWithHead:  # fmt: skip
     """A BERT / GPT task model: `kind` 'sentence' reads one position's `features` (a tuple
     `num_classes`: one head per mixture task), 'tagging' every token's; `head_hidden` > 0 adds
-    a hidden layer; `frozen_encoder` for feature-based transfer."""
+    a hidden layer; `frozen_encoder` for feature-based transfer; the head's precision."""
+    kw = {"dtype": dtype, "param_dtype": param_dtype}
     if kind == "tagging":
-        head = heads.TaggingHead(num_classes, features, dropout_rate, head_hidden)
+        head = heads.TaggingHead(num_classes, features, dropout_rate, head_hidden, **kw)
     else:
         head = heads.sentence_head(num_classes, features=features, dropout_rate=dropout_rate,
-                                   hidden_size=head_hidden, position=position)  # fmt: skip
+                                   hidden_size=head_hidden, position=position, **kw)  # fmt: skip
     return EncoderWithHead(encoder, head, frozen_encoder)

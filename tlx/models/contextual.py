@@ -19,6 +19,9 @@ and the shared sentence / tagging heads (tlx.models.compose), the same for every
 differ only in their input features. Batches are a downstream task's over a word vocabulary
 (`words:glove6b` for the GloVe-based rows), plus `char_ids` [B, L, 50] for ELMo
 (`data.options.char_ids=True`).
+
+Precision: the model section's `dtype` / `param_dtype` (tlx.precision) apply to the whole model,
+the pretrained CoVe / ELMo parts included (their own sections' values are overridden).
 """
 
 import dataclasses
@@ -74,7 +77,10 @@ def contextual_features(cfg: ContextualConfig, batch, train: bool):
         feats = jax.lax.stop_gradient(jnp.concatenate([glove, layers[-1]], -1))  # [B, L, E+2H]
     else:
         init = word_encoders.scratch_init
-        table = Embed(enc.vocab_size, enc.embed_dim, embedding_init=init, name="embed")
+        table = Embed(
+            enc.vocab_size, enc.embed_dim, embedding_init=init, name="embed",
+            dtype=jnp.dtype(enc.dtype), param_dtype=jnp.dtype(enc.param_dtype),
+        )  # fmt: skip
         words = table(batch["input_ids"])  # [B, L, E]
         if cfg.features != "scratch":
             words = jax.lax.stop_gradient(words)
@@ -83,7 +89,11 @@ def contextual_features(cfg: ContextualConfig, batch, train: bool):
             out = elmo_lib.BiLM(cfg.elmo, name="bilm")(batch["char_ids"], mask)
             layers = [jax.lax.stop_gradient(h) for h in out["layers"]]  # [[B, L, 2P]]
             if cfg.mix == "all":
-                mixed, penalty = ScalarMix(len(layers), cfg.mix_l2, name="scalar_mix")(layers, mask)
+                mix = ScalarMix(
+                    len(layers), cfg.mix_l2, param_dtype=jnp.dtype(enc.param_dtype),
+                    name="scalar_mix",
+                )  # fmt: skip
+                mixed, penalty = mix(layers, mask)
             else:
                 mixed = layers[-1]
             hidden = [words, *layers]
@@ -116,19 +126,27 @@ class TaskEncoder(nn.Module):
 
 def classifier(config: ContextualConfig, num_classes: int) -> compose.EncoderWithHead:
     """Sentence / pair classification: features -> BiLSTM max-pool -> classifier [B, C]."""
-    head = heads.SentenceHead(num_classes, "pooled", config.encoder.dropout_rate)
+    head = heads.SentenceHead(
+        num_classes, "pooled", config.encoder.dropout_rate,
+        **compose.precision_options(config.encoder),
+    )  # fmt: skip
     return compose.EncoderWithHead(TaskEncoder(config), head)
 
 
 def tagger(config: ContextualConfig, num_classes: int) -> compose.EncoderWithHead:
     """Token tagging: features -> BiLSTM states -> tag logits [B, L, C]."""
-    head = heads.TaggingHead(num_classes, "last", config.encoder.dropout_rate)
+    head = heads.TaggingHead(
+        num_classes, "last", config.encoder.dropout_rate,
+        **compose.precision_options(config.encoder),
+    )  # fmt: skip
     return compose.EncoderWithHead(TaskEncoder(config, per_token=True), head)
 
 
-def _dataclass_from(cls, section) -> object:
+def _dataclass_from(cls, section, policy: dict) -> object:
+    """A pretrained part's config from its section, under the model's precision `policy`."""
     fields = {f.name for f in dataclasses.fields(cls)}
     kw = {k: section[k] for k in fields if k in section}
+    kw.update(policy)
     return cls(**{k: tuple(map(tuple, v)) if k == "filters" else v for k, v in kw.items()})
 
 
@@ -137,11 +155,13 @@ def model_config(cfg) -> ContextualConfig:
     level, the pretrained network's shape in model.cove / model.elmo."""
     if cfg.get("vocab_size") is None:
         raise ValueError("model.vocab_size is None: tlx.train fills it from data.vocab")
+    encoder = word_encoders.encoder_config(cfg)
+    policy = {"dtype": encoder.dtype, "param_dtype": encoder.param_dtype}
     return ContextualConfig(
         features=cfg.features,
-        encoder=word_encoders.encoder_config(cfg),
-        cove=_dataclass_from(cove_lib.CoveConfig, cfg.cove) if cfg.get("cove") else None,
-        elmo=_dataclass_from(elmo_lib.ElmoConfig, cfg.elmo) if cfg.get("elmo") else None,
+        encoder=encoder,
+        cove=_dataclass_from(cove_lib.CoveConfig, cfg.cove, policy) if cfg.get("cove") else None,
+        elmo=_dataclass_from(elmo_lib.ElmoConfig, cfg.elmo, policy) if cfg.get("elmo") else None,
         mix=cfg.get("mix", "all"),
         mix_l2=cfg.get("mix_l2", 0.0),
         feature_dropout=cfg.get("feature_dropout", 0.0),

@@ -25,6 +25,10 @@ Parameter layout (B batch, S source, T target length, E GloVe width, H hidden pe
   decoder/attention_out/{kernel, bias}     [2H + Hd, Hd]  W2, b2 (input [context; h_t])
   decoder/logits/{kernel, bias}            [Hd, Vt]
 The released PyTorch MT-LSTM has two biases per LSTM (b_ih + b_hh): a converter sums them.
+
+Precision and remat (tlx.precision): `dtype` for matmuls and states, float32 for the cell
+states c, the attention softmax and the logits (summed in float32); `remat` checkpoints each
+step of the encoder's and the decoder's scans.
 """
 
 import dataclasses
@@ -34,6 +38,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from tlx import precision
 from tlx.heads import dense
 from tlx.layers.embed import Embed
 from tlx.layers.recurrent import BiLSTM, LSTMCell, lstm_step
@@ -59,8 +64,11 @@ class CoveConfig:
     bridge: bool = True  # decoder starts from the encoder's final states (else zeros)
     unroll: int = 1
     dtype: str = "float32"
+    param_dtype: str = "float32"
+    remat: str = "none"
 
     def __post_init__(self):
+        precision.check(self.dtype, self.param_dtype, self.remat)
         positive = ("src_vocab_size", "tgt_vocab_size", "embed_dim", "hidden", "num_layers")
         for name in (*positive, "decoder_layers", "unroll"):
             if getattr(self, name) < 1:
@@ -100,15 +108,19 @@ class CoveEncoder(nn.Module):
         self, input_ids, input_mask, *, deterministic: bool = True, return_carries: bool = False
     ):
         cfg = self.config
-        dtype = jnp.dtype(cfg.dtype)
+        dtype, param_dtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
         mask = input_mask.astype(bool)  # [B, S]
-        glove = Embed(cfg.src_vocab_size, cfg.embed_dim, dtype=dtype, name="embed")(input_ids)
+        embed = Embed(
+            cfg.src_vocab_size, cfg.embed_dim, dtype=dtype, param_dtype=param_dtype, name="embed"
+        )
+        glove = embed(input_ids)
         if cfg.freeze_embed:  # cut before the gather's backward: no [V, E] gradient is built
             glove = jax.lax.stop_gradient(glove)
         glove = jnp.where(mask[..., None], glove, 0.0)  # [B, S, E]
         layers, carries = BiLSTM(
             cfg.num_layers, cfg.hidden, separate=False, dropout_rate=cfg.dropout_rate,
-            unroll=cfg.unroll, dtype=dtype, name="bilstm",
+            unroll=cfg.unroll, dtype=dtype, param_dtype=param_dtype, remat=cfg.remat,
+            name="bilstm",
         )(glove, mask, deterministic=deterministic)  # fmt: skip
         return (glove, layers, carries) if return_carries else (glove, layers)
 
@@ -131,8 +143,9 @@ def _decoder_step(w: dict, memory: dict, state, gx0: jnp.ndarray):
         new.append(carry)
     # H_s . (W1 h + b1) = keys_s . h + key_bias_s, keys precomputed once per source.
     scores = jnp.einsum("bsd,bd->bs", memory["keys"], h) + memory["key_bias"]  # [B, S]
+    scores = scores.astype(jnp.float32)  # the softmax is a float32 island
     scores = jnp.where(memory["mask"], scores, jnp.finfo(scores.dtype).min)
-    alpha = jax.nn.softmax(scores, axis=-1)
+    alpha = jax.nn.softmax(scores, axis=-1).astype(h.dtype)
     context = jnp.einsum("bs,bse->be", alpha, memory["states"])  # [B, 2H]
     out = jnp.concatenate([context, h], -1) @ w["out_kernel"] + w["out_bias"]
     feed = jnp.tanh(out)  # h~_t [B, Hd]
@@ -146,16 +159,21 @@ class CoveDecoder(nn.Module):
 
     def setup(self):
         cfg = self.config
-        dtype = jnp.dtype(cfg.dtype)
-        self.embed = Embed(cfg.tgt_vocab_size, cfg.tgt_embed, dtype=dtype)
+        dtype, param_dtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+        self.embed = Embed(cfg.tgt_vocab_size, cfg.tgt_embed, dtype=dtype, param_dtype=param_dtype)
         self.layers = [
-            LSTMCell(cfg.dec_hidden, dtype=dtype, name=f"layer_{k}")
+            LSTMCell(cfg.dec_hidden, dtype=dtype, param_dtype=param_dtype, name=f"layer_{k}")
             for k in range(cfg.decoder_layers)
         ]
         # Column- then row-parallel under the 'mlp' rule, like a transformer MLP.
-        self.attention_in = dense(2 * cfg.hidden, ("embed", "mlp"), "attention_in", dtype)
-        self.attention_out = dense(cfg.dec_hidden, ("mlp", "embed"), "attention_out", dtype)
-        self.logits = dense(cfg.tgt_vocab_size, ("embed", "vocab"), "logits", dtype)
+        kw = {"dtype": dtype, "param_dtype": param_dtype}
+        self.attention_in = dense(2 * cfg.hidden, ("embed", "mlp"), "attention_in", **kw)
+        self.attention_out = dense(cfg.dec_hidden, ("mlp", "embed"), "attention_out", **kw)
+        # Logits: products in dtype, summed in float32.
+        f32_sum = functools.partial(jax.lax.dot_general, preferred_element_type=jnp.float32)
+        self.logits = dense(
+            cfg.tgt_vocab_size, ("embed", "vocab"), "logits", **kw, dot_general=f32_sum
+        )
         self.dropout = nn.Dropout(cfg.dropout_rate)
 
     def _weights(self) -> dict:
@@ -208,7 +226,8 @@ class CoveDecoder(nn.Module):
         """(per-layer carries, h~_0 = 0 [B, Hd])."""
         batch, hd = memory["states"].shape[0], self.config.dec_hidden
         zeros = jnp.zeros((batch, hd), memory["states"].dtype)
-        carries = memory.get("init", tuple((zeros, zeros) for _ in self.layers))
+        cells = jnp.zeros((batch, hd), jnp.float32)  # c is float32 (tlx.layers.recurrent)
+        carries = memory.get("init", tuple((cells, zeros) for _ in self.layers))
         return carries, zeros
 
     def _gates0(self, w: dict, ids: jnp.ndarray) -> jnp.ndarray:
@@ -225,7 +244,7 @@ class CoveDecoder(nn.Module):
         gates = self._gates0(w, ids)  # [B, T, 4Hd], one matmul for all steps
         gates = nn.with_logical_constraint(gates, ("batch", "length", "mlp"))
         _, feeds = jax.lax.scan(
-            functools.partial(_decoder_step, w, memory),
+            precision.checkpoint(functools.partial(_decoder_step, w, memory), self.config.remat),
             self.initial_state(memory),
             jnp.swapaxes(gates, 0, 1),
             unroll=self.config.unroll,

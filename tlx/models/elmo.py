@@ -44,6 +44,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from tlx import precision
 from tlx.layers.char_cnn import ELMO_FILTERS, CharCNN
 from tlx.layers.recurrent import BiLSTM
 
@@ -65,9 +66,12 @@ class ElmoConfig:
     softmax: str = "full"
     num_samples: int = 8192
     unroll: int = 1
-    dtype: str = "float32"
+    dtype: str = "float32"  # tlx.precision: compute dtype, master weights, remat per LSTM step
+    param_dtype: str = "float32"
+    remat: str = "none"
 
     def __post_init__(self):
+        precision.check(self.dtype, self.param_dtype, self.remat)
         positive = ("vocab_size", "char_dim", "projection_dim", "lstm_dim", "num_layers")
         for name in (*positive, "num_samples", "unroll"):
             if getattr(self, name) < 1:
@@ -114,13 +118,14 @@ class BiLM(nn.Module):
     @nn.compact
     def __call__(self, char_ids, mask, *, deterministic: bool = True):
         cfg = self.config
-        dtype = jnp.dtype(cfg.dtype)
+        dtype, param_dtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
         x = CharCNN(
             char_dim=cfg.char_dim,
             filters=cfg.filters,
             highway_layers=cfg.highway_layers,
             output_dim=cfg.projection_dim,
             dtype=dtype,
+            param_dtype=param_dtype,
             name="char_cnn",
         )(char_ids)  # [B, L, P]
         x = x * mask[..., None].astype(x.dtype)
@@ -138,6 +143,8 @@ class BiLM(nn.Module):
             dropout_rate=cfg.dropout_rate,
             unroll=cfg.unroll,
             dtype=dtype,
+            param_dtype=param_dtype,
+            remat=cfg.remat,
             name="bilstm",
         )(inputs, mask, deterministic=deterministic)
         top, p = layers[-1], cfg.projection_dim
@@ -169,7 +176,10 @@ class ElmoLM(nn.Module):
     def __call__(self, batch, *, train: bool = False):
         cfg = self.config
         out = BiLM(cfg, name="bilm")(batch["char_ids"], _mask(batch), deterministic=not train)
-        embedding, bias = _Softmax(cfg.vocab_size, cfg.projection_dim, name="softmax")()
+        softmax = _Softmax(
+            cfg.vocab_size, cfg.projection_dim, jnp.dtype(cfg.param_dtype), name="softmax"
+        )
+        embedding, bias = softmax()  # float32 logits: tlx.objectives.bilm
         drop = nn.Dropout(cfg.dropout_rate)  # on the softmax input, as bilm-tf
         outputs = {
             "forward_hidden": drop(out["forward"], deterministic=not train),
@@ -188,6 +198,7 @@ class _Softmax(nn.Module):
 
     vocab_size: int
     features: int
+    param_dtype: jnp.dtype = jnp.float32
 
     @nn.compact
     def __call__(self):
@@ -196,8 +207,11 @@ class _Softmax(nn.Module):
             "embedding",
             part(nn.initializers.normal(self.features**-0.5), ("vocab", "embed")),
             (self.vocab_size, self.features),
+            self.param_dtype,
         )
-        bias = self.param("bias", part(nn.initializers.zeros, ("vocab",)), (self.vocab_size,))
+        bias = self.param(
+            "bias", part(nn.initializers.zeros, ("vocab",)), (self.vocab_size,), self.param_dtype
+        )
         return embedding, bias
 
 

@@ -12,6 +12,23 @@ word2vec batches (data_pipelines/skipgram.py) are rows of the subsampled corpus:
 padding), `window` [B, C] (each centre's reduced window, 1..W, as in word2vec.c) and `negatives`
 [B, C, K] (noise words from the unigram^0.75 table). Context pairs are formed here by shifting
 the row, so the pipeline ships one id per word, not one per (centre, context) pair.
+
+Two noise formulations, told apart by the batch (data options `noise_group`, `noise_draws`):
+  per centre  `negatives` [B, C, K]: each centre's K noise words, shared by that centre's
+              context pairs (word2vec.c draws per pair); every pair costs (1 + K) dot products,
+              and the step gathers and scatters C K noise rows per row;
+  per group   `group_negatives` [B, C / G, S, K]: G consecutive centres share S draws of K
+              noise words, each pair's noise loss the mean over the S draws (weight 1/S). A
+              group's noise scores are one [G + 2W, D] x [D, S K] product, taken once per
+              context position and weighted by how many of the group's pairs have their context
+              there; the step touches C S K / G noise rows per row. Each noise row then sums the
+              gradients of ~G m / S pairs (m pairs per centre): at lr 0.025 that mass must stay
+              near what word2vec's frequent noise words see (tens), or the shared rows and the
+              context vectors grow together and diverge (S = 8 per 512-centre row did).
+
+Precision (`dtype`, `param_dtype`): the tables are kept in param_dtype; the gathered rows are
+cast to the compute dtype for the dot products and the logits come back in float32, where the
+loss is taken. float32 / float32 is the plain path.
 """
 
 import flax.linen as nn
@@ -23,7 +40,8 @@ ARCHS = ("sg", "cbow")
 
 def _table(module: nn.Module, name: str, shape, init) -> jnp.ndarray:
     axes = ("vocab", "embed")[: len(shape)]
-    return module.param(name, nn.with_logical_partitioning(init, axes), shape)
+    dtype = jnp.dtype(module.param_dtype)
+    return module.param(name, nn.with_logical_partitioning(init, axes), shape, dtype)
 
 
 def _uniform(scale: float):
@@ -61,6 +79,8 @@ class Word2Vec(nn.Module):
     dim: int = 100
     arch: str = "sg"
     window: int = 5
+    dtype: str = "float32"  # the dot products'
+    param_dtype: str = "float32"  # the tables'
 
     def setup(self):
         if self.arch not in ARCHS:
@@ -75,7 +95,7 @@ class Word2Vec(nn.Module):
         centres = tokens[:, w : w + c]  # [B, C]
         # Both predict the centre word (and its noise words) from its context, as word2vec.c
         # and gensim do: skip-gram from each context word's vector, CBOW from their mean.
-        return {"input": tokens, "output": jnp.concatenate([centres, _flat(batch)], 1)}
+        return {"input": tokens, "output": jnp.concatenate([centres, _noise_ids(batch)], 1)}
 
     def __call__(self, batch: dict, train: bool = False, rows: dict | None = None):
         centres = batch["tokens"].shape[1] - 2 * self.window
@@ -88,32 +108,52 @@ class Word2Vec(nn.Module):
             idx = self.lookups(batch)
             rows = {"input": self.input[idx["input"]], "output": self.output[idx["output"]]}
         w = self.window
-        b, c, k = batch["negatives"].shape
+        b, c = batch["window"].shape
         offsets, mask = context_mask(batch, w)
-        vin, vout = rows["input"], rows["output"]
+        dtype = jnp.dtype(self.dtype)
+        vin, vout = rows["input"].astype(dtype), rows["output"].astype(dtype)
         centre_out = vout[:, :c]  # [B, C, D]
-        noise = vout[:, c:].reshape(b, c, k, -1)  # [B, C, K, D]
+        if "group_negatives" in batch:
+            groups, s, k = batch["group_negatives"].shape[1:]
+            noise = vout[:, c:].reshape(b, groups, s * k, -1)  # [B, C / G, S K, D]
+        else:
+            s, k = 1, batch["negatives"].shape[2]
+            noise = vout[:, c:].reshape(b, c, k, -1)  # [B, C, K, D]
+        grouped = "group_negatives" in batch
         if self.arch == "sg":
             # Pair (centre, context): the context word's vector scores the centre word and the
-            # centre's K noise words. word2vec.c draws fresh noise per pair; here a centre's
-            # pairs share one draw, each pair scoring it with its own context vector.
+            # noise words. word2vec.c draws fresh noise per pair; here a centre's pairs share
+            # one draw (per centre) or a group's pairs share S draws (per group).
             pos = _banded_scores(centre_out, vin, w)  # [B, C, 2W]
-            neg = _banded_noise_scores(vin, noise, w)  # [B, C, 2W, K]
-            pos_mask, neg_weight = mask, mask.astype(jnp.float32)
+            pos_mask = mask
+            if grouped:  # a context position's scores serve all of the group's pairs there
+                g = c // noise.shape[1]
+                window, pairs = _group_pairs(mask, w, g)  # [C/G, G+2W], [B, C/G, G+2W]
+                neg = jnp.einsum("bjpd,bjnd->bjpn", vin[:, window], noise)  # [B, C/G, G+2W, SK]
+                neg_weight = pairs / s
+            else:
+                neg = _banded_noise_scores(vin, noise, w)  # [B, C, 2W, K]
+                neg_weight = mask.astype(jnp.float32)
         else:
             n = mask.sum(-1, keepdims=True).astype(jnp.float32)  # [B, C, 1]
             total = _banded_sum(mask.astype(vin.dtype), vin, w)  # [B, C, D]
             # word2vec.c / gensim (cbow_mean=1) feed the mean forward but hand every context
             # word the full error, not 1/n of it: value = mean, gradient = as for the sum.
-            h = total + jax.lax.stop_gradient(total / jnp.maximum(n, 1.0) - total)  # [B, C, D]
+            h = total + jax.lax.stop_gradient(total / jnp.maximum(n, 1.0).astype(dtype) - total)
             pos = jnp.einsum("bcd,bcd->bc", h, centre_out)[..., None]  # [B, C, 1]
-            neg = jnp.einsum("bcd,bckd->bck", h, noise)  # [B, C, K]
             pos_mask = n > 0
-            neg_weight = pos_mask[..., 0].astype(jnp.float32)
+            neg_weight = pos_mask[..., 0].astype(jnp.float32)  # [B, C]
+            if grouped:
+                groups = noise.shape[1]
+                hg = h.reshape(b, groups, c // groups, -1)  # [B, C / G, G, D]
+                neg = jnp.einsum("bjcd,bjnd->bjcn", hg, noise)  # [B, C / G, G, S K]
+                neg_weight = neg_weight.reshape(b, groups, -1) / s
+            else:
+                neg = jnp.einsum("bcd,bckd->bck", h, noise)  # [B, C, K]
         outputs = {
-            "pos_logits": pos,
+            "pos_logits": pos.astype(jnp.float32),
             "pos_mask": pos_mask,
-            "neg_logits": neg,
+            "neg_logits": neg.astype(jnp.float32),
             "neg_weight": neg_weight,
         }
         return outputs, {}
@@ -138,9 +178,10 @@ def _banded_scores(v: jnp.ndarray, u: jnp.ndarray, w: int) -> jnp.ndarray:
     return scores.reshape(b, c, 2 * w)
 
 
-def _band_blocks(c: int, w: int):
-    """(block size g, blocks nb, window index [nb, g + 2W], offset one-hot [g, 2W, g + 2W])."""
-    g = BAND if c % BAND == 0 else c
+def _band_blocks(c: int, w: int, g: int = 0):
+    """(block size g, blocks nb, window index [nb, g + 2W], offset one-hot [g, 2W, g + 2W]);
+    g = 0 picks BAND (or the whole row when BAND does not divide it)."""
+    g = g or (BAND if c % BAND == 0 else c)
     nb = c // g
     window = jnp.arange(nb)[:, None] * g + jnp.arange(g + 2 * w)[None]
     offsets = [o for o in range(-w, w + 1) if o]
@@ -171,8 +212,20 @@ def _banded_sum(mask: jnp.ndarray, u: jnp.ndarray, w: int) -> jnp.ndarray:
     return jnp.einsum("bnjp,bnpd->bnjd", band, u[:, window]).reshape(b, c, -1)
 
 
-def _flat(batch: dict) -> jnp.ndarray:
-    neg = batch["negatives"]  # [B, C, K]
+def _group_pairs(mask: jnp.ndarray, w: int, g: int) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """(window index [C/G, G + 2W] into the row, pairs [B, C/G, G + 2W]): how many real pairs
+    of group j's centres have their context at each position of the group's window."""
+    b, c, _ = mask.shape
+    _, nb, window, onehot = _band_blocks(c, w, g)
+    pairs = jnp.einsum(
+        "bnji,jip->bnp", mask.reshape(b, nb, g, 2 * w).astype(jnp.float32), onehot
+    )  # fmt: skip
+    return window, pairs
+
+
+def _noise_ids(batch: dict) -> jnp.ndarray:
+    """[B, C K] (per centre) or [B, C S K / G] (per group): the noise words' output rows."""
+    neg = batch["group_negatives"] if "group_negatives" in batch else batch["negatives"]
     return neg.reshape(neg.shape[0], -1)
 
 
@@ -183,6 +236,8 @@ class GloVe(nn.Module):
 
     vocab_size: int
     dim: int = 100
+    dtype: str = "float32"  # the dot product's
+    param_dtype: str = "float32"  # the tables'
 
     def setup(self):
         v, d = self.vocab_size, self.dim
@@ -200,8 +255,11 @@ class GloVe(nn.Module):
         if rows is None:
             idx = self.lookups(batch)
             rows = {name: getattr(self, name)[i] for name, i in idx.items()}
-        dot = jnp.einsum("bed,bed->be", rows["w"], rows["w_ctx"])  # [B, E]
-        return {"prediction": dot + rows["b"] + rows["b_ctx"]}, {}
+        dtype = jnp.dtype(self.dtype)
+        dot = jnp.einsum("bed,bed->be", rows["w"].astype(dtype), rows["w_ctx"].astype(dtype))
+        f32 = jnp.float32  # the biases and the sum in float32, in the plain path's order
+        prediction = dot.astype(f32) + rows["b"].astype(f32) + rows["b_ctx"].astype(f32)
+        return {"prediction": prediction}, {}  # [B, E]
 
     def word_vectors(self):
         return self.w + self.w_ctx

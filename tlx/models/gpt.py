@@ -15,6 +15,10 @@ Finetuning (GPT-1 section 3.3): the task input is framed `<s> text <e>` or `<s> 
 the data pipeline (framing="gpt"); the classifier reads the final state at the extract token
 `<e>`, the last token of each row, and the LM auxiliary loss (objective `lm_coef`) reads the
 same decoder's states through the tied embedding.
+
+Precision and remat follow the config's `dtype`, `param_dtype` and `remat` (tlx.precision);
+the tied logits are float32 (products in `dtype`, summed in float32). Remat changes only the
+backward pass: decoding on the cache runs the same blocks.
 """
 
 import dataclasses
@@ -22,7 +26,7 @@ import dataclasses
 import flax.linen as nn
 import jax.numpy as jnp
 
-from tlx.layers.attention import document_bias
+from tlx.layers.attention import causal_mask, document_mask
 from tlx.layers.embed import Embed
 from tlx.layers.transformer import TransformerConfig, TransformerStack, layer_norm
 from tlx.models import compose
@@ -42,6 +46,7 @@ class GptConfig(TransformerConfig):
     variant: str = "gpt2"
 
     def __post_init__(self):
+        super().__post_init__()
         if self.variant not in VARIANTS:
             raise ValueError(f"unknown GPT variant {self.variant!r}; expected one of {VARIANTS}")
 
@@ -82,15 +87,15 @@ class GptDecoder(nn.Module):
 
     def setup(self):
         cfg = self.config
-        dtype = jnp.dtype(cfg.dtype)
-        self.token_embed = Embed(cfg.vocab_size, cfg.hidden_size, dtype=dtype)
+        kw = {"dtype": jnp.dtype(cfg.dtype), "param_dtype": jnp.dtype(cfg.param_dtype)}
+        self.token_embed = Embed(cfg.vocab_size, cfg.hidden_size, **kw)
         self.position_embed = Embed(
-            cfg.max_position, cfg.hidden_size, axes=("position", "embed"), dtype=dtype
+            cfg.max_position, cfg.hidden_size, axes=("position", "embed"), **kw
         )
         self.embed_dropout = nn.Dropout(cfg.dropout_rate)
         self.layers = TransformerStack(cfg)
         if cfg.variant == "gpt2":
-            self.final_ln = layer_norm(cfg.layer_norm_eps, "final_ln", dtype)
+            self.final_ln = layer_norm(cfg.layer_norm_eps, "final_ln", **kw)
         self.decode_position = _DecodePosition()
 
     def __call__(self, input_ids, *, document_ids=None, positions=None, deterministic: bool,
@@ -106,11 +111,10 @@ class GptDecoder(nn.Module):
                 raise ValueError(
                     f"sequence length {length} exceeds max_position={self.config.max_position}"
                 )
-            if document_ids is None:
-                document_ids = jnp.ones_like(input_ids)
             if positions is None:
                 positions = jnp.broadcast_to(jnp.arange(length)[None], input_ids.shape)
-            bias = document_bias(document_ids)  # [B, 1, L, L]
+            # One document a row: causal only (cuDNN then reads no mask at all).
+            bias = causal_mask() if document_ids is None else document_mask(document_ids)
         x = self.token_embed(input_ids) + self.position_embed(positions)  # [B, L, D]
         x = self.embed_dropout(x, deterministic=deterministic)
         x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
@@ -193,15 +197,16 @@ def classifier(config: GptConfig, num_classes: int, **options) -> compose.Encode
     real token) -> classifier. Options: features, head_hidden, frozen_encoder."""
     return compose.transformer_task(
         TaskEncoder(config), "sentence", num_classes, config.dropout_rate, position="last",
-        **options,
+        **compose.precision_options(config), **options,
     )  # fmt: skip
 
 
 def tagger(config: GptConfig, num_classes: int, **options) -> compose.EncoderWithHead:
     """`<s> words <e>` -> each token's (left-context) state -> tag classifier [B, L, C]."""
     return compose.transformer_task(
-        TaskEncoder(config), "tagging", num_classes, config.dropout_rate, **options
-    )
+        TaskEncoder(config), "tagging", num_classes, config.dropout_rate,
+        **compose.precision_options(config), **options,
+    )  # fmt: skip
 
 
 CONFIG_KEYS = (
@@ -211,6 +216,9 @@ CONFIG_KEYS = (
     "attention_dropout_rate",
     "gelu",
     "dtype",
+    "param_dtype",
+    "remat",
+    "attention_impl",
     "layer_norm_eps",
     *SHAPE_KEYS,
 )

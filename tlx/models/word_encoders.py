@@ -14,6 +14,8 @@ Encoders, all over the ids of `[CLS] words [SEP]` (pairs: the whole `[CLS] a [SE
           tagger keeps every position ('SAME' windows)
   bilstm  a bidirectional LSTM that stops at each row's length; a sentence max-pools its states
           over time (pool='max') or concatenates the two final states (pool='final')
+Precision (tlx.precision): `dtype` for the table's output, the encoder and the head's hidden
+layer, `param_dtype` for every parameter; the logits are float32 (tlx.heads).
 Padding never reaches the logits: padded positions' vectors are zeroed before the encoder,
 windows and states at padded positions are left out of pooling, and the LSTM runs only over
 each row's length, so logits do not depend on what (or how much) padding follows a row.
@@ -25,7 +27,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from tlx import heads
+from tlx import heads, precision
 from tlx.layers.embed import Embed
 from tlx.models import compose
 
@@ -53,8 +55,11 @@ class WordEncoderConfig:
     pool: str = "max"  # bilstm sentence vector
     dropout_rate: float = 0.5  # before the classifier (and, for bag, before its hidden layer)
     embed_dropout: float = 0.0  # on the word vectors
+    dtype: str = "float32"
+    param_dtype: str = "float32"
 
     def __post_init__(self):
+        precision.check(self.dtype, self.param_dtype)
         choices = {"encoder": ENCODERS, "pool": POOLS, "activation": tuple(ACTIVATIONS)}
         for field, allowed in choices.items():
             if getattr(self, field) not in allowed:
@@ -76,7 +81,9 @@ def masked_max(x: jnp.ndarray, mask: jnp.ndarray) -> jnp.ndarray:
 def embed_words(cfg: WordEncoderConfig, batch, train: bool):
     """(word vectors [B, L, D] with padding zeroed, the encoder's input after dropout, mask).
     Called from a compact __call__, so the table is that module's `embed/embedding`."""
-    table = Embed(cfg.vocab_size, cfg.embed_dim, embedding_init=scratch_init, name="embed")
+    table = Embed(
+        cfg.vocab_size, cfg.embed_dim, embedding_init=scratch_init, name="embed", **_kw(cfg)
+    )
     mask = batch["input_mask"].astype(bool)  # [B, L]
     words = table(batch["input_ids"]) * mask[..., None]  # [B, L, D]
     return words, nn.Dropout(cfg.embed_dropout)(words, deterministic=not train), mask
@@ -98,14 +105,19 @@ def encode(cfg: WordEncoderConfig, x, mask, *, per_token: bool, deterministic: b
     count = jnp.maximum(mask.sum(1, keepdims=True), 1)  # [B, 1]
     mean = x.sum(1) / count  # [B, D]
     h = nn.Dropout(cfg.dropout_rate)(mean, deterministic=deterministic)
-    h = heads.dense(cfg.hidden_size, ("embed", "mlp"), "hidden")(h)
+    h = heads.dense(cfg.hidden_size, ("embed", "mlp"), "hidden", **_kw(cfg))(h)
     return None, ACTIVATIONS[cfg.activation](h)  # [B, H]
+
+
+def _kw(cfg: WordEncoderConfig) -> dict:
+    return {"dtype": jnp.dtype(cfg.dtype), "param_dtype": jnp.dtype(cfg.param_dtype)}
 
 
 def _cnn(cfg: WordEncoderConfig, x, mask, per_token: bool):
     outs = []
     for k in cfg.widths:
-        conv = nn.Conv(cfg.filters, (k,), padding="SAME" if per_token else "VALID", name=f"conv{k}")
+        pad = "SAME" if per_token else "VALID"
+        conv = nn.Conv(cfg.filters, (k,), padding=pad, name=f"conv{k}", **_kw(cfg))
         if per_token:
             outs.append(nn.relu(conv(x)))  # [B, L, F]; padding is zeros, as at the edge
         else:
@@ -122,7 +134,9 @@ def _bilstm(cfg: WordEncoderConfig, x, mask, per_token: bool):
     lengths = mask.sum(1).astype(jnp.int32)  # [B]; padding follows the words
     # parent=None: each cell and RNN belongs to the module it is handed to, so the params
     # read bilstm/forward_rnn/cell/... instead of flat OptimizedLSTMCell_N.
-    lstm = lambda: nn.RNN(nn.OptimizedLSTMCell(cfg.hidden_size, parent=None), parent=None)
+    # The carry is created in param_dtype, so c stays float32 under a bfloat16 `dtype`.
+    cell = lambda: nn.OptimizedLSTMCell(cfg.hidden_size, parent=None, **_kw(cfg))  # noqa: E731
+    lstm = lambda: nn.RNN(cell(), parent=None)  # noqa: E731
     rnn = nn.Bidirectional(lstm(), lstm(), return_carry=True, name="bilstm")
     (fw, bw), states = rnn(x, seq_lengths=lengths)  # states [B, L, 2H]
     states = states * mask[..., None]
@@ -156,13 +170,13 @@ class TaskEncoder(nn.Module):
 
 def classifier(config: WordEncoderConfig, num_classes: int) -> compose.EncoderWithHead:
     """Sentence or pair classification from the encoder's sentence vector -> logits [B, C]."""
-    head = heads.SentenceHead(num_classes, "pooled", config.dropout_rate)
+    head = heads.SentenceHead(num_classes, "pooled", config.dropout_rate, **_kw(config))
     return compose.EncoderWithHead(TaskEncoder(config), head)
 
 
 def tagger(config: WordEncoderConfig, num_classes: int) -> compose.EncoderWithHead:
     """Token tagging from a cnn / bilstm encoder's per-token states -> logits [B, L, C]."""
-    head = heads.TaggingHead(num_classes, "last", config.dropout_rate)
+    head = heads.TaggingHead(num_classes, "last", config.dropout_rate, **_kw(config))
     return compose.EncoderWithHead(TaskEncoder(config, per_token=True), head)
 
 
