@@ -34,7 +34,8 @@ def test_same_losses_on_every_mesh(fake_bert_batches):
     assert jax.device_count() == 8, "conftest sets 8 host CPU devices"
     batches = fake_bert_batches(n=3)
     reference = None
-    for data, model in [(1, 1), (8, 1), (4, 2), (2, 4)]:
+    # (8, 1, 1) and model=2 under fsdp+tp are in test_fsdp.py; here the widest tensor split.
+    for data, model in [(1, 1), (2, 4)]:
         _, _, losses = _run(_cfg(data, model), batches)
         assert all(np.isfinite(losses))
         if reference is None:

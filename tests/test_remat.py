@@ -143,16 +143,20 @@ def test_gpt_cache_decoding_unchanged_under_remat():
         params = _params(model, {"input_ids": ids})
         cache = model.init(jax.random.PRNGKey(0), ids, decode=True, method=model.logits)["cache"]
         cache = jax.tree.map(jnp.zeros_like, cache)
+        step = jax.jit(
+            lambda p, c, x, m=model: m.apply(
+                {"params": p, "cache": c}, x, decode=True, method=m.logits, mutable=["cache"]
+            )
+        )
         steps = []
         for t in range(ids.shape[1]):  # one token at a time through the cache
-            logits, mutated = model.apply(
-                {"params": params, "cache": cache}, ids[:, t : t + 1], decode=True,
-                method=model.logits, mutable=["cache"],
-            )  # fmt: skip
+            logits, mutated = step(params, cache, ids[:, t : t + 1])
             cache = mutated["cache"]
             steps.append(logits[:, 0])
         outs.append(jnp.stack(steps, 1))  # [B, L, V]
-        full = model.apply({"params": params}, ids, method=model.logits)
+        full = jax.jit(lambda p, x, m=model: m.apply({"params": p}, x, method=m.logits))(
+            params, ids
+        )
         np.testing.assert_allclose(outs[-1], full, atol=2e-5)
     np.testing.assert_allclose(outs[0], outs[1], atol=1e-6)
 

@@ -182,7 +182,7 @@ def _kill_at_checkpoint(workdir, step: int, *flags) -> int:
 
 
 def test_resume_after_kill_matches_uninterrupted(tmp_path):
-    total = 40  # steps after the kill point: the run is still training when it is killed
+    total = 16  # 12 steps after the kill point: the run is still training when it is killed
     flags = [
         f"--config.train.steps={total}",
         f"--config.train.eval_every={total}",

@@ -117,9 +117,11 @@ def _in_mesh(jitted, mesh):
     return call
 
 
-def build(cfg: ml_collections.ConfigDict, example_batch: dict, devices=None) -> Setup:
-    """Model, objective, optimizer, mesh, shardings and jitted steps for the config."""
-    mesh = partitioning.mesh_from_config(cfg, devices)
+def build(cfg: ml_collections.ConfigDict, example_batch: dict, devices=None, mesh=None) -> Setup:
+    """Model, objective, optimizer, mesh, shardings and jitted steps for the config; `mesh`:
+    one the caller already built from the config (else built here, over `devices`)."""
+    if mesh is None:
+        mesh = partitioning.mesh_from_config(cfg, devices)
     rules = partitioning.rules_from_config(
         cfg.partition_rules, cfg.get("partition_preset", ""), mesh
     )

@@ -121,7 +121,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str
 
     # --- model, optimizer, mesh, shardings ---------------------------------------------------
     example = input_pipeline.example_batch(cfg, global_batch)
-    setup = steps.build(cfg, example)
+    setup = steps.build(cfg, example, mesh=mesh)
     os.makedirs(workdir, exist_ok=True)
     if jax.process_index() == 0:
         _write_json_atomic(saved_config, cfg.to_json_best_effort(indent=2))

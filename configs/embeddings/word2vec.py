@@ -13,15 +13,15 @@ WORKDIR/words.txt and WORKDIR/vectors.txt (word2vec text format) and is scored o
 Batches stay small (4 rows = 2,048 centres): a row seen n times in a batch gets the sum of its n
 updates, as sequential SGD would apply them, and at 8 rows that sum diverges at lr 0.025.
 
-Noise formulation (tlx.models.embeddings): noise_group=1,noise_draws=1 (the default) gives
-each centre K noise words shared by its context pairs. noise_group=G,noise_draws=S lets G
-consecutive centres share S draws of K (`:noise_group=32,noise_draws=4`): the noise scores
-become one [G + 2W, D] x [D, S K] product per group and the step gathers and scatters 20 noise
-rows per 32 centres instead of 160, so the step is ~2.4x faster (5.3 vs 12.7 ms at 4 x 512
-centres); the price is fewer distinct noise words per epoch (each draw serves ~40 pairs). At
-the default lr it matched on the benchmark (analogy 8.1% vs 8.5% per centre, SimLex 0.187 vs
-0.176); each shared row sums ~G m / S pair gradients, so larger G / S (S = 8 per 512-centre
-row) or batch 8 diverge at lr 0.025.
+Noise formulation (tlx.models.embeddings): noise_group=1,noise_draws=1 (the default) gives each
+centre K noise words shared by its context pairs. noise_group=G,noise_draws=S lets G consecutive
+centres share S draws of K (`:noise_group=32,noise_draws=4`): the noise scores become one
+[G + 2W, D] x [D, S K] product per group and the step gathers and scatters 20 noise rows per 32
+centres instead of 160, so the step is ~2x faster (10.5 vs 21 ms at 4 x 512 centres on 2 EPYC
+cores, `launch/benchmark_loop.py --model=word2vec`); the price is fewer distinct noise words per
+epoch (each draw serves ~40 pairs). At the default lr it matched on the benchmark (analogy 8.1%
+vs 8.5% per centre, SimLex 0.187 vs 0.176); each shared row sums ~G m / S pair gradients, so
+larger G / S (S = 8 per 512-centre row) or batch 8 diverge at lr 0.025.
 
 Expected (2 CPU cores, the 1.6M-word training split, 5 epochs): sg 95 s, WordSim-353 0.19,
 SimLex-999 0.18, analogy 8.0% (coverage 31%); cbow 43 s, analogy 6.4% (gensim: 8.6% / 7.1%).
