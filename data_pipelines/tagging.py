@@ -19,7 +19,8 @@ CoNLL-2003 and WNUT-17 sentence; UD-EWT train has sentences of up to 159 words).
 A word that tokenizes to nothing (e.g. U+200B) becomes one [UNK], so every word has a first piece.
 framing="gpt" ends the pieces with GPT-1's extract token [MASK] instead of [SEP]; all else is
 the same.
-Tag names, the metrics' input, are `TaskInfo.labels[id]`.
+Tag names, the metrics' input, are `TaskInfo.labels[id]`. The file readers are in
+tagging_readers.py, the metrics (and `words_from_pieces`) in tagging_metrics.py.
 """
 
 import dataclasses
@@ -27,125 +28,26 @@ import functools
 import pathlib
 import zlib
 from collections.abc import Callable, Mapping, Sequence
-from typing import NamedTuple
 
 import numpy as np
 import seqio
 import tensorflow as tf
-from seqeval import metrics as seqeval_metrics
 
-from data_pipelines import datafiles, paths, sources, vocabularies
+from data_pipelines import paths, sources, vocabularies
+from data_pipelines.tagging_metrics import entity_metrics, tag_accuracy
+from data_pipelines.tagging_metrics import outside_id as outside_id  # re-exported
+from data_pipelines.tagging_metrics import words_from_pieces as words_from_pieces  # re-exported
+from data_pipelines.tagging_readers import (
+    CONLL2003_TAGS,
+    UPOS_TAGS,
+    WNUT17_TAGS,
+    Sentence,
+    read_conll2003,
+    read_conllu,
+    read_wnut17,
+)
 
-CONLL2003_TAGS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC")
-WNUT17_TAGS = (
-    "O",
-    *(
-        f"{bio}-{kind}"
-        for kind in ("corporation", "creative-work", "group", "location", "person", "product")
-        for bio in "BI"
-    ),
-)
-UPOS_TAGS = (
-    *("ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM"),
-    *("PART", "PRON", "PROPN", "PUNCT", "SCONJ", "SYM", "VERB", "X"),
-)
 SPLITS = ("train", "validation", "test")
-
-
-class Sentence(NamedTuple):
-    words: tuple[str, ...]
-    tags: tuple[str, ...]
-
-
-# ---------------------------------------------------------------------------- readers
-
-_BOUNDARY = object()  # a line that ends the current sentence
-_SKIP = object()  # a line that carries no token
-
-
-class _BadLine(Exception):
-    """Raised by a line parser; `_read_sentences` turns it into a FormatError (file:line)."""
-
-
-def _read_sentences(
-    path: str | pathlib.Path, tags: Sequence[str], parse: Callable[[str], object]
-) -> list[Sentence]:
-    """Sentences of a one-token-per-line file; `parse(line)` -> (word, tag), _BOUNDARY or _SKIP."""
-    path = pathlib.Path(path)
-    known = frozenset(tags)
-    sentences, words, labels = [], [], []
-    for line_no, line in datafiles.lines(path):
-        line = line.rstrip("\r\n")
-        try:
-            parsed = parse(line)
-            if parsed is not _BOUNDARY and parsed is not _SKIP and parsed[1] not in known:
-                raise _BadLine(f"unknown tag {parsed[1]!r} (known: {' '.join(tags)})")
-        except _BadLine as e:
-            raise datafiles.bad(path, line_no, f"{e}; line is {line[:80]!r}") from None
-        if parsed is _SKIP:
-            continue
-        if parsed is _BOUNDARY:
-            if words:
-                sentences.append(Sentence(tuple(words), tuple(labels)))
-                words, labels = [], []
-            continue
-        words.append(parsed[0])
-        labels.append(parsed[1])
-    if words:
-        sentences.append(Sentence(tuple(words), tuple(labels)))
-    if not sentences:
-        raise datafiles.no_records(path, "tagged sentences")
-    return sentences
-
-
-def _parse_conll2003(line: str):
-    fields = line.split()
-    if not fields or fields[0] == "-DOCSTART-":  # a document separator is never a sentence
-        return _BOUNDARY
-    if len(fields) != 2:
-        raise _BadLine(f"expected 'token TAG', got {len(fields)} column(s)")
-    return fields[0], fields[1]
-
-
-def _parse_wnut17(line: str):
-    line = line.replace("\ufeff", "")  # upstream dev.conll has stray byte-order marks
-    if not line.strip():
-        return _BOUNDARY
-    fields = line.split("\t")
-    if len(fields) != 2 or not fields[0]:
-        raise _BadLine(f"expected 'token<TAB>TAG', got {len(fields)} column(s)")
-    return fields[0], fields[1]
-
-
-def _parse_conllu(line: str):
-    if not line.strip():
-        return _BOUNDARY
-    if line.startswith("#"):
-        return _SKIP
-    fields = line.split("\t")
-    if len(fields) != 10:
-        raise _BadLine(f"expected 10 tab-separated CoNLL-U columns, got {len(fields)}")
-    token_id = fields[0]
-    if "-" in token_id or "." in token_id:  # multiword token range / empty node: not a word
-        return _SKIP
-    if not token_id.isdigit():
-        raise _BadLine(f"bad token ID {token_id!r}")
-    return fields[1], fields[3]  # FORM, UPOS
-
-
-def read_conll2003(path: str | pathlib.Path, tags: Sequence[str] = CONLL2003_TAGS):
-    """`token TAG` lines, blank line between sentences, `-DOCSTART- O` lines skipped."""
-    return _read_sentences(path, tags, _parse_conll2003)
-
-
-def read_wnut17(path: str | pathlib.Path, tags: Sequence[str] = WNUT17_TAGS):
-    """`token<TAB>TAG` lines, blank line between sentences; U+FEFF removed everywhere."""
-    return _read_sentences(path, tags, _parse_wnut17)
-
-
-def read_conllu(path: str | pathlib.Path, tags: Sequence[str] = UPOS_TAGS):
-    """CoNLL-U (optionally .gz): FORM and UPOS of each word; multiword and empty nodes skipped."""
-    return _read_sentences(path, tags, _parse_conllu)
 
 
 def split_file(base: str, split: str, data_dir=None) -> pathlib.Path:
@@ -309,82 +211,6 @@ def output_features(vocab: seqio.Vocabulary, num_tags: int) -> dict[str, seqio.F
         "label_weights": feature(flags),
         "word_labels": feature(tag_ids),
     }
-
-
-# ---------------------------------------------------------------------------- evaluation
-
-
-def outside_id(labels: Sequence[str]) -> int:
-    """The tag id a truncated (unpredicted) word gets: "O" for NER, "X" (other) for UPOS."""
-    for name in ("O", "X"):
-        if name in labels:
-            return list(labels).index(name)
-    raise ValueError(f"no 'O' or 'X' tag in {labels}")
-
-
-def words_from_pieces(
-    pred_ids, label_weights, word_labels, outside_id: int
-) -> tuple[list[int], list[int]]:
-    """Per-position predictions [L] -> (gold tag ids, predicted tag ids) of the sentence's words.
-
-    The k-th position with label_weight 1 is word k's prediction; the words after the kept ones
-    (truncated from the input) are predicted `outside_id`.
-    """
-    pred_ids, label_weights, word_labels = map(np.asarray, (pred_ids, label_weights, word_labels))
-    if not pred_ids.shape == label_weights.shape == word_labels.shape:
-        raise ValueError(
-            f"shapes differ: pred_ids {pred_ids.shape}, label_weights {label_weights.shape}, "
-            f"word_labels {word_labels.shape}"
-        )
-    gold = word_labels[word_labels >= 0]
-    kept = pred_ids[label_weights > 0]
-    if len(kept) > len(gold):
-        raise ValueError(f"{len(kept)} first pieces but only {len(gold)} words")
-    pred = np.concatenate([kept, np.full(len(gold) - len(kept), outside_id, kept.dtype)])
-    return gold.tolist(), pred.tolist()
-
-
-def _as_names(sentences) -> list[list[str]]:
-    return [[t.decode() if isinstance(t, bytes) else str(t) for t in s] for s in sentences]
-
-
-def _checked(targets, predictions) -> tuple[list[list[str]], list[list[str]]]:
-    if len(targets) != len(predictions):
-        raise ValueError(f"{len(targets)} target sentences but {len(predictions)} predicted")
-    for i, (t, p) in enumerate(zip(targets, predictions)):
-        if len(t) != len(p):
-            raise ValueError(f"sentence {i}: {len(t)} gold tags but {len(p)} predicted")
-    return _as_names(targets), _as_names(predictions)
-
-
-def _token_accuracy(targets: list[list[str]], predictions: list[list[str]]) -> float:
-    total = sum(len(t) for t in targets)
-    correct = sum(a == b for t, p in zip(targets, predictions) for a, b in zip(t, p))
-    return correct / total if total else 0.0
-
-
-def entity_metrics(targets, predictions) -> dict[str, float]:
-    """Entity-level precision/recall/F1 (seqeval, conlleval-compatible) and token accuracy, as
-    fractions in [0, 1] (tables show them x 100, in percent).
-
-    targets, predictions: one list of tag names per sentence.
-    """
-    targets, predictions = _checked(targets, predictions)
-    scores = {
-        name: float(fn(targets, predictions, zero_division=0))
-        for name, fn in (
-            ("precision", seqeval_metrics.precision_score),
-            ("recall", seqeval_metrics.recall_score),
-            ("f1", seqeval_metrics.f1_score),
-        )
-    }
-    return scores | {"token_accuracy": _token_accuracy(targets, predictions)}
-
-
-def tag_accuracy(targets, predictions) -> dict[str, float]:
-    """Word-level tag accuracy, a fraction in [0, 1]; targets, predictions: one list of tag
-    names per sentence."""
-    return {"accuracy": _token_accuracy(*_checked(targets, predictions))}
 
 
 # ---------------------------------------------------------------------------- registry

@@ -29,7 +29,6 @@ denominator for every variant.
 
 import argparse
 import importlib.util
-import json
 import os
 
 import bench_common as bench
@@ -79,8 +78,6 @@ def synthetic_batch(batch: int, seq: int, seed: int = 0) -> dict:
 
 
 def bench_tlx(size: str, batch: dict, all_positions: bool, warmup: int, steps: int) -> list:
-    import jax
-
     from configs.bert import pretrain
     from tlx import steps
 
@@ -89,16 +86,7 @@ def bench_tlx(size: str, batch: dict, all_positions: bool, warmup: int, steps: i
     cfg.train.batch_size, cfg.data.seq_len = batch["input_ids"].shape
     cfg.model.mlm_all_positions = all_positions
     cfg.optim.lr, cfg.optim.warmup_fraction, cfg.train.steps = LR, 0.0, 1_000_000
-    setup = steps.build(cfg, batch)
-    state = setup.init(jax.random.PRNGKey(0))
-    device_batch = {k: jax.device_put(v, setup.batch_sharding) for k, v in batch.items()}
-    holder = [state]
-
-    def step():
-        holder[0], metrics = setup.train_step(holder[0], device_batch)
-        jax.block_until_ready((holder[0], metrics))
-
-    return bench.time_steps(step, warmup, steps)
+    return bench.time_steps(bench.tlx_step(steps.build(cfg, batch), batch), warmup, steps)
 
 
 def hf_config(size: str):
@@ -129,29 +117,22 @@ def bench_torch(size: str, batch: dict, warmup: int, steps: int) -> list:
                  next_sentence_label="next_sentence_labels")  # fmt: skip
     inputs = {k: torch.from_numpy(batch[v]).long() for k, v in names.items()}
     inputs["labels"] = torch.from_numpy(mlm_labels(batch))
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        model(**inputs).loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
-        opt.step()
-
+    step = bench.torch_step(
+        lambda: model(**inputs).loss, opt, list(model.parameters()), CLIP, "cpu"
+    )
     return bench.time_steps(step, warmup, steps)
 
 
 def bench_flax(size: str, batch: dict, warmup: int, steps: int) -> list:
-    import jax
     import jax.numpy as jnp
     import optax
     from transformers import FlaxBertForPreTraining
 
     model = FlaxBertForPreTraining(hf_config(size), seed=0, dtype=jnp.float32)
-    tx = optax.chain(optax.clip_by_global_norm(CLIP), optax.adamw(LR, eps=EPS, weight_decay=WD))
     labels = mlm_labels(batch)
     b = dict(ids=batch["input_ids"], mask=batch["input_mask"], seg=batch["segment_ids"],
              labels=np.maximum(labels, 0).astype(np.int32), weights=(labels >= 0) * 1.0,
              nsp=batch["next_sentence_labels"])  # fmt: skip
-    b = jax.tree.map(jnp.asarray, b)
 
     def loss_fn(params, rng, b):
         out = model(b["ids"], b["mask"], b["seg"], params=params, dropout_rng=rng, train=True)
@@ -160,22 +141,7 @@ def bench_flax(size: str, batch: dict, warmup: int, steps: int) -> list:
         nsp = optax.softmax_cross_entropy_with_integer_labels(out.seq_relationship_logits, b["nsp"])
         return mlm + nsp.mean()
 
-    def train_step(params, opt_state, rng, b):
-        rng, sub = jax.random.split(rng)
-        loss, grads = jax.value_and_grad(loss_fn)(params, sub, b)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, rng, loss
-
-    train_step = jax.jit(train_step, donate_argnums=(0, 1, 2))
-    params = jax.tree.map(jnp.asarray, model.params)
-    holder = [(params, tx.init(params), jax.random.PRNGKey(0))]
-
-    def step():
-        *state, loss = train_step(*holder[0], b)
-        holder[0] = tuple(state)
-        jax.block_until_ready((holder[0], loss))
-
-    return bench.time_steps(step, warmup, steps)
+    return bench.time_jax(loss_fn, model.params, b, warmup, steps, lr=LR, eps=EPS, wd=WD, clip=CLIP)
 
 
 def run_child(args) -> dict:
@@ -204,13 +170,9 @@ def spawn(args, only: str, size: str = "") -> dict:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="mini,base")
-    ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--warmup", type=int, default=2)
+    bench.add_step_flags(ap)
     ap.add_argument("--peers", default="torch,flax")
-    ap.add_argument("--out", default="")
-    ap.add_argument("--peak_n", type=int, default=2048)
-    ap.add_argument("--peak_repeats", type=int, default=10)
-    ap.add_argument("--only", default="", help="internal: run one measurement in this process")
+    bench.add_run_flags(ap, peak_n=2048)
     args = ap.parse_args(argv)
     if args.only:
         bench.emit(run_child(args))
@@ -222,9 +184,7 @@ def main(argv=None):
         skipped = sorted(set(peers) - set(keep))
         print(f"{missing} not importable: skipping peers {skipped} (pip install -e '.[peers]')")
         peers = keep
-    sizes = [s for s in args.sizes.split(",") if s]
-    if set(sizes) - set(SETUPS):
-        raise SystemExit(f"unknown sizes {set(sizes) - set(SETUPS)}; expected {sorted(SETUPS)}")
+    sizes = bench.names("sizes", args.sizes, SETUPS)
 
     peak_gflops = spawn(args, "peak_jax").get("gflops", float("nan"))
     peak_t = spawn(args, "peak_torch") if "torch" in peers else {}
@@ -250,9 +210,7 @@ def main(argv=None):
             print(f"{r['size']:5} {r['variant']:8} failed")
     ratios = {}
     for size in sizes:
-        by = {r["variant"]: r for r in results if r["size"] == size and "median_step_s" in r}
-        done = [p for p in peers if p in by]
-        best = min(done, key=lambda p: by[p]["median_step_s"]) if done else None
+        by, best = bench.fastest_peer(results, size, peers)
         for v in ("tlx", "tlx_all") if best else ():
             if v in by:
                 ratio = by[best]["median_step_s"] / by[v]["median_step_s"]
@@ -263,10 +221,7 @@ def main(argv=None):
                 steps=args.steps, warmup=args.warmup,
                 flop_formula=FLOP_DOC)  # fmt: skip
     print(f"\n{meta['cpu']} ({meta['cores']} cores); versions {meta['versions']}")
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(dict(meta=meta, results=results, ratios=ratios), f, indent=2)
-        print(f"wrote {args.out}")
+    bench.save_results(args.out, meta, results, ratios)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,6 @@ denominator for every variant. On GPU both libraries keep their default float32 
 """
 
 import argparse
-import json
 
 import bench_common as bench
 import numpy as np
@@ -68,30 +67,8 @@ def synthetic_batch(batch: int, seq: int, seed: int = 0) -> np.ndarray:
 
 
 def time_jax(loss_fn, params, batch: dict, warmup: int, steps: int) -> list:
-    """Times jit(fwd + bwd + clip + AdamW) with donated state; loss_fn(params, rng, batch)."""
-    import jax
-    import jax.numpy as jnp
-    import optax
-
-    tx = optax.chain(optax.clip_by_global_norm(CLIP), optax.adamw(LR, eps=EPS, weight_decay=WD))
-
-    def train_step(params, opt_state, rng, batch):
-        rng, sub = jax.random.split(rng)
-        loss, grads = jax.value_and_grad(loss_fn)(params, sub, batch)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, rng, loss
-
-    train_step = jax.jit(train_step, donate_argnums=(0, 1, 2))
-    params = jax.tree.map(jnp.asarray, params)
-    batch = jax.tree.map(jnp.asarray, batch)
-    holder = [(params, tx.init(params), jax.random.PRNGKey(0))]
-
-    def step():
-        *state, loss = train_step(*holder[0], batch)
-        holder[0] = tuple(state)
-        jax.block_until_ready((holder[0], loss))
-
-    return bench.time_steps(step, warmup, steps)
+    """bench_common.time_jax with this benchmark's AdamW and clipping."""
+    return bench.time_jax(loss_fn, params, batch, warmup, steps, lr=LR, eps=EPS, wd=WD, clip=CLIP)
 
 
 def bench_tlx(size: str, ids, fused: bool, dtype: str, chunk: int, warmup: int, steps: int):
@@ -137,18 +114,8 @@ def bench_torch(size: str, ids, dtype: str, warmup: int, steps: int):
     fused = {"fused": True} if dev == "cuda" else {}
     opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WD, eps=EPS, **fused)
     inputs = torch.from_numpy(ids).long().to(dev)
-    bf16 = dtype == "bfloat16"
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast(dev, dtype=torch.bfloat16, enabled=bf16):
-            loss = model(input_ids=inputs, labels=inputs).loss  # shifts: L - 1 targets a row
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
-        opt.step()
-        if dev == "cuda":
-            torch.cuda.synchronize()
-
+    loss = lambda: model(input_ids=inputs, labels=inputs).loss  # shifts: L - 1 targets a row
+    step = bench.torch_step(loss, opt, list(model.parameters()), CLIP, dev, dtype == "bfloat16")
     times = bench.time_steps(step, warmup, steps)
     attn = getattr(model.config, "_attn_implementation", None)
     return dict(times_s=times, device=bench.torch_device_name(dev), attn_implementation=attn)
@@ -189,7 +156,7 @@ def run_child(args) -> dict:
         else:
             r = bench_flax(size, ids, **common)
     except ImportError as e:  # transformers 5 has no Flax models; a machine may lack torch
-        r = dict(unavailable=f"{type(e).__name__}: {e}".splitlines()[0])
+        r = bench.unavailable(e)
     return dict(variant=args.only, size=size, dtype=args.dtype, **r)
 
 
@@ -203,25 +170,18 @@ def child_env(only: str) -> dict:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="mini,small")
-    ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--warmup", type=int, default=2)
+    bench.add_step_flags(ap)
     ap.add_argument("--peers", default="torch,flax")
     ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     chunk_help = "positions per chunk of tlx's fused loss; 0: objectives.XENT_CHUNK"
     ap.add_argument("--xent_chunk", type=int, default=0, help=chunk_help)
-    ap.add_argument("--out", default="")
-    ap.add_argument("--peak_n", type=int, default=0, help="0: 2048 on CPU, 8192 on GPU")
-    ap.add_argument("--peak_repeats", type=int, default=10)
-    ap.add_argument("--only", default="", help="internal: run one measurement in this process")
+    bench.add_run_flags(ap)
     args = ap.parse_args(argv)
     if args.only:
         bench.emit(run_child(args))
         return
-    peers = [p for p in args.peers.split(",") if p]
-    sizes = [s for s in args.sizes.split(",") if s]
-    for name, got, known in (("sizes", sizes, SETUPS), ("peers", peers, PEERS)):
-        if set(got) - set(known):
-            raise SystemExit(f"unknown {name} {set(got) - set(known)}; expected {sorted(known)}")
+    sizes = bench.names("sizes", args.sizes, SETUPS)
+    peers = bench.names("peers", args.peers, PEERS)
     flags = [f"--steps={args.steps}", f"--warmup={args.warmup}", f"--dtype={args.dtype}",
              f"--xent_chunk={args.xent_chunk}", f"--peak_n={args.peak_n}",
              f"--peak_repeats={args.peak_repeats}"]  # fmt: skip
@@ -257,9 +217,7 @@ def main(argv=None):
             )
     ratios = {}
     for size in sizes:
-        by = {r["variant"]: r for r in results if r["size"] == size and "median_step_s" in r}
-        done = [p for p in peers if p in by]
-        best = min(done, key=lambda p: by[p]["median_step_s"]) if done else None
+        by, best = bench.fastest_peer(results, size, peers)
         pairs = [(v, best) for v in VARIANTS if best] + [("tlx_fused", "tlx")]
         for v, base in pairs:
             if v in by and base in by:
@@ -273,10 +231,7 @@ def main(argv=None):
                 flop_formula=FLOP_DOC)  # fmt: skip
     print(f"\n{meta['cpu']} ({meta['cores']} cores); devices {meta['devices']}; "
           f"versions {meta['versions']}")  # fmt: skip
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(dict(meta=meta, results=results, ratios=ratios), f, indent=2)
-        print(f"wrote {args.out}")
+    bench.save_results(args.out, meta, results, ratios)
 
 
 if __name__ == "__main__":

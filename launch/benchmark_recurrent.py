@@ -57,7 +57,6 @@ the denominator of every variant, torch's included.
 """
 
 import argparse
-import json
 import os
 
 import bench_common as bench
@@ -137,21 +136,13 @@ def tlx_config(setup: str, unroll: int):
 
 
 def bench_tlx(setup: str, unroll: int, warmup: int, steps: int) -> dict:
-    import jax
-
     from tlx import partitioning, steps
 
     cfg = tlx_config(setup, unroll)
     batch = synthetic_batch(setup)
     built = steps.build(cfg, batch)
-    batch = partitioning.global_batch(batch, built.batch_sharding)
-    holder = [built.init(jax.random.PRNGKey(0))]
-
-    def step():
-        holder[0], metrics = built.train_step(holder[0], batch)  # donates the old state
-        jax.block_until_ready((holder[0], metrics))
-
-    times = bench.time_steps(step, warmup, steps)
+    batch = partitioning.global_batch(batch, built.batch_sharding)  # tlx_step's put: a no-op
+    times = bench.time_steps(bench.tlx_step(built, batch), warmup, steps)
     return dict(times_s=times, device=bench.jax_device(), unroll=cfg.model.get("unroll", 1),
                 objective=cfg.objective.name, lr=cfg.optim.lr,
                 clip=cfg.optim.grad_clip)  # fmt: skip
@@ -277,15 +268,7 @@ def bench_torch(setup: str, warmup: int, steps: int) -> dict:
     fused = {"fused": True} if dev == "cuda" else {}
     opt = torch.optim.Adam(params, lr=c["lr"], eps=1e-8, **fused)
     inputs = [torch.from_numpy(x).long().to(dev) for x in inputs]
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        model(*inputs).backward()
-        torch.nn.utils.clip_grad_norm_(params, c["clip"])
-        opt.step()
-        if dev == "cuda":
-            torch.cuda.synchronize()
-
+    step = bench.torch_step(lambda: model(*inputs), opt, params, c["clip"], dev)
     times = bench.time_steps(step, warmup, steps)
     return dict(times_s=times, device=bench.torch_device_name(dev), threads=torch.get_num_threads())
 
@@ -304,7 +287,7 @@ def run_child(args) -> dict:
         else:
             r = bench_torch(setup, **common)
     except ImportError as e:  # a machine may lack torch
-        r = dict(unavailable=f"{type(e).__name__}: {e}".splitlines()[0])
+        r = bench.unavailable(e)
     return dict(variant=variant, setup=setup, **r)
 
 
@@ -315,26 +298,19 @@ def _fmt(x, spec: str) -> str:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--variants", default="bilm,mt", help="setups: bilm, mt")
-    ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--warmup", type=int, default=2)
+    bench.add_step_flags(ap)
     ap.add_argument(
         "--unroll", default="0", help="tlx lax.scan unrolls, comma-separated; 0: config's"
     )
     ap.add_argument("--peers", default="torch")
-    ap.add_argument("--out", default="runs/bench_recurrent.json")
-    ap.add_argument("--peak_n", type=int, default=0, help="0: 2048 on CPU, 8192 on GPU")
-    ap.add_argument("--peak_repeats", type=int, default=10)
-    ap.add_argument("--only", default="", help="internal: run one measurement in this process")
+    bench.add_run_flags(ap, out="runs/bench_recurrent.json")
     args = ap.parse_args(argv)
     if args.only:
         bench.emit(run_child(args))
         return
-    setups = [s for s in args.variants.split(",") if s]
-    peers = [p for p in args.peers.split(",") if p]
+    setups = bench.names("variants", args.variants, SETUPS)
+    peers = bench.names("peers", args.peers, PEERS)
     unrolls = [int(u) for u in args.unroll.split(",") if u]
-    for name, got, known in (("variants", setups, SETUPS), ("peers", peers, PEERS)):
-        if set(got) - set(known):
-            raise SystemExit(f"unknown {name} {set(got) - set(known)}; expected {sorted(known)}")
     flags = [f"--steps={args.steps}", f"--warmup={args.warmup}", f"--peak_n={args.peak_n}",
              f"--peak_repeats={args.peak_repeats}"]  # fmt: skip
     spawn = lambda only, unroll=0: bench.spawn(
@@ -387,11 +363,7 @@ def main(argv=None):
     load = f"{load_before[0]:.2f} -> {meta['load_after'][0]:.2f}"
     print(f"\n{meta['cpu']} ({meta['cores']} cores, 1-min load {load}); "
           f"devices {meta['devices']}; versions {meta['versions']}")  # fmt: skip
-    if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(dict(meta=meta, results=results, ratios=ratios), f, indent=2)
-        print(f"wrote {args.out}")
+    bench.save_results(args.out, meta, results, ratios)
 
 
 if __name__ == "__main__":

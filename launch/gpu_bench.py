@@ -96,8 +96,6 @@ def _override(cfg, key: str, value, missing: list):
 
 
 def bench_tlx(model: str, args) -> dict:
-    import jax
-
     size, seq, batch = shapes(args)[model]
     if model == "bert":
         from configs.bert import pretrain
@@ -126,15 +124,7 @@ def bench_tlx(model: str, args) -> dict:
                        ("model.attention_impl", _impl(args)),
                        ("train.microbatches", args.microbatches)):  # fmt: skip
         _override(cfg, key, value, missing)
-    setup = steps.build(cfg, data)
-    state = setup.init(jax.random.PRNGKey(0))
-    device_batch = {k: jax.device_put(v, setup.batch_sharding) for k, v in data.items()}
-    holder = [state]
-
-    def step():
-        holder[0], metrics = setup.train_step(holder[0], device_batch)
-        jax.block_until_ready((holder[0], metrics))
-
+    step = bench.tlx_step(steps.build(cfg, data), data)
     t0 = time.perf_counter()
     step()  # compiles
     compile_s = time.perf_counter() - t0
@@ -205,17 +195,9 @@ def bench_torch(model: str, args) -> dict:
         ids = torch.from_numpy(benchmark_gpt.synthetic_batch(batch, seq)).long().to(dev)
         inputs = dict(input_ids=ids, labels=ids)
     bf16 = args.dtype == "bfloat16"
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast(dev, dtype=torch.bfloat16, enabled=bf16):
-            loss = net(**inputs).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), CLIP)
-        opt.step()
-        if dev == "cuda":
-            torch.cuda.synchronize()
-
+    step = bench.torch_step(
+        lambda: net(**inputs).loss, opt, list(net.parameters()), CLIP, dev, bf16
+    )
     times = bench.time_steps(step, args.warmup, args.steps)
     attn = getattr(net.config, "_attn_implementation", None)
     return dict(times_s=times, device=bench.torch_device_name(dev), attn_implementation=attn)
@@ -237,7 +219,7 @@ def bench_word2vec(args, out_dir: str) -> dict:
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=bench.ROOT)
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode or not os.path.exists(path):
-        return dict(error="\n".join((proc.stderr or proc.stdout).strip().splitlines()[-3:]))
+        return dict(error=bench.output_tail(proc))
     with open(path) as f:
         runs = {r.get("variant"): r for r in json.load(f)["runs"]}
     t, g = runs.get("tlx_sg", {}), runs.get("gensim_sg", {})
@@ -258,7 +240,7 @@ def run_child(args) -> dict:
         model, lib = name.split("_")
         return dict(bench_tlx(model, args) if lib == "tlx" else bench_torch(model, args))
     except ImportError as e:  # e.g. no torch / transformers on this machine
-        return dict(unavailable=f"{type(e).__name__}: {e}".splitlines()[0])
+        return bench.unavailable(e)
 
 
 # ---------------------------------------------------------------- parent
@@ -267,9 +249,7 @@ def run_child(args) -> dict:
 def spawn(args, only: str, timeout_s: float) -> dict:
     """One stage in a fresh interpreter, killed after timeout_s; its result or why not."""
     flags = [a for a in sys.argv[1:] if not a.startswith(("--only", "--out"))]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [bench.ROOT,
-               os.environ.get("PYTHONPATH")])))  # fmt: skip
-    env.update(benchmark_gpt.child_env("torch" if only.endswith("torch") else only))
+    env = bench.subprocess_env(benchmark_gpt.child_env("torch" if only.endswith("torch") else only))
     if only.endswith("torch"):
         env.pop("XLA_PYTHON_CLIENT_MEM_FRACTION", None)
     try:
@@ -278,10 +258,8 @@ def spawn(args, only: str, timeout_s: float) -> dict:
                               timeout=timeout_s)  # fmt: skip
     except subprocess.TimeoutExpired:
         return dict(error=f"timed out after {timeout_s:.0f} s")
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(bench.MARK)]
-    if proc.returncode or not lines:
-        return dict(error="\n".join((proc.stderr or proc.stdout).strip().splitlines()[-3:]))
-    return json.loads(lines[-1][len(bench.MARK) :])
+    result = bench.child_result(proc)
+    return result if result is not None else dict(error=bench.output_tail(proc))
 
 
 def train_flops(model: str, size: str, seq: int, batch: int) -> float:
@@ -330,8 +308,7 @@ def main(argv=None):
     ap.add_argument("--tiny", action="store_true", help="CPU dry run at tiny shapes")
     ap.add_argument("--out", default=os.environ.get("OUT", "runs/gpu_bench"))
     ap.add_argument("--stages", default=",".join(STAGES))
-    ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--warmup", type=int, default=2)
+    bench.add_step_flags(ap)
     ap.add_argument("--peak_repeats", type=int, default=10)
     ap.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"))
     ap.add_argument("--bert_batch", type=int, default=0, help="0: 128 (full) / 2 (tiny)")
@@ -383,8 +360,7 @@ def main(argv=None):
     md = table(results, peak / 1e3)
     meta = dict(bench.machine(), argv=sys.argv[1:], tiny=args.tiny, shapes=s,
                 wall_s=time.perf_counter() - start)  # fmt: skip
-    with open(os.path.join(args.out, "gpu_bench.json"), "w") as f:
-        json.dump(dict(meta=meta, results=results), f, indent=2)
+    bench.write_json(os.path.join(args.out, "gpu_bench.json"), dict(meta=meta, results=results))
     with open(os.path.join(args.out, "gpu_bench.md"), "w") as f:
         f.write(f"# gpu_bench {' '.join(sys.argv[1:])}\n\n{md}\n")
     print(md)
