@@ -79,14 +79,14 @@ def synthetic_batch(batch: int, seq: int, seed: int = 0) -> dict:
 
 def bench_tlx(size: str, batch: dict, all_positions: bool, warmup: int, steps: int) -> list:
     from configs.bert import pretrain
-    from tlx import steps
+    from tlx import steps as tlx_steps
 
     cfg = pretrain.get_config(f"size={size}")
     cfg.unlock()
     cfg.train.batch_size, cfg.data.seq_len = batch["input_ids"].shape
     cfg.model.mlm_all_positions = all_positions
     cfg.optim.lr, cfg.optim.warmup_fraction, cfg.train.steps = LR, 0.0, 1_000_000
-    return bench.time_steps(bench.tlx_step(steps.build(cfg, batch), batch), warmup, steps)
+    return bench.time_steps(bench.tlx_step(tlx_steps.build(cfg, batch), batch), warmup, steps)
 
 
 def hf_config(size: str):

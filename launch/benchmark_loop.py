@@ -5,6 +5,7 @@ logged window, which holds the compile, left out); ratio = (b) steps/s over (a) 
   python launch/benchmark_loop.py --model=bert      # configs/bert/pretrain.py:size=mini
   python launch/benchmark_loop.py --model=gpt       # configs/gpt/pretrain.py (mini)
   python launch/benchmark_loop.py --model=word2vec  # configs/embeddings/word2vec.py (sg)
+  python launch/benchmark_loop.py --model=word2vec --arg=noise_group=32,noise_draws=4
 
 Both halves run in this one process at the config's own batch and sequence length. (a) is
 timed in windows of `--window` steps with one block_until_ready per window, as the loop
@@ -31,11 +32,11 @@ CONFIGS = {
 }
 
 
-def _config(model: str, steps: int, window: int, prefetch: int):
+def _config(model: str, steps: int, window: int, prefetch: int, extra: str = ""):
     import importlib
 
     module, arg = CONFIGS[model]
-    cfg = importlib.import_module(module).get_config(arg)
+    cfg = importlib.import_module(module).get_config(",".join(filter(None, [arg, extra])))
     cfg.unlock()
     cfg.train.epochs, cfg.train.steps = 0.0, steps
     cfg.train.log_every, cfg.train.eval_every, cfg.train.eval_steps = window, steps, 1
@@ -91,6 +92,7 @@ def main():
     p.add_argument("--steps", type=int, default=0, help="loop steps (0: 60, word2vec 300)")
     p.add_argument("--window", type=int, default=0, help="steps per window (0: steps / 6)")
     p.add_argument("--prefetch", type=int, default=2, help="train.prefetch for the loop")
+    p.add_argument("--arg", default="", help="more config args, k=v,k=v (noise_group=32,...)")
     p.add_argument(
         "--part", choices=("both", "alone", "loop"), default="both",
         help="one half only (a slow machine: run each in its own process, compare the medians)",
@@ -98,7 +100,7 @@ def main():
     args = p.parse_args()
     n = args.steps or (300 if args.model == "word2vec" else 60)
     window = args.window or max(1, n // 6)
-    cfg = _config(args.model, n, window, args.prefetch)
+    cfg = _config(args.model, n, window, args.prefetch, args.arg)
     alone = step_alone(cfg, 3, window) if args.part != "loop" else []
     in_loop = loop(cfg) if args.part != "alone" else []
     if args.part == "both":
@@ -107,7 +109,7 @@ def main():
     b = statistics.median(in_loop) if in_loop else float("nan")
     result = {
         "model": args.model,
-        "config": ":".join(CONFIGS[args.model]),
+        "config": ":".join(CONFIGS[args.model]) + (f",{args.arg}" if args.arg else ""),
         "batch": cfg.train.batch_size,
         "seq_len": cfg.data.seq_len,
         "prefetch": args.prefetch,

@@ -136,11 +136,12 @@ def tlx_config(setup: str, unroll: int):
 
 
 def bench_tlx(setup: str, unroll: int, warmup: int, steps: int) -> dict:
-    from tlx import partitioning, steps
+    from tlx import partitioning
+    from tlx import steps as tlx_steps
 
     cfg = tlx_config(setup, unroll)
     batch = synthetic_batch(setup)
-    built = steps.build(cfg, batch)
+    built = tlx_steps.build(cfg, batch)
     batch = partitioning.global_batch(batch, built.batch_sharding)  # tlx_step's put: a no-op
     times = bench.time_steps(bench.tlx_step(built, batch), warmup, steps)
     return dict(times_s=times, device=bench.jax_device(), unroll=cfg.model.get("unroll", 1),

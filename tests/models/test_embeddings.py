@@ -297,3 +297,15 @@ def test_bfloat16_compute_keeps_float32_tables_and_logits():
     assert out["neg_logits"].dtype == jnp.float32
     np.testing.assert_allclose(out["neg_logits"], ref["neg_logits"], atol=0.05)
     assert not np.array_equal(out["neg_logits"], ref["neg_logits"])
+
+
+@pytest.mark.parametrize("n,g,span", [(522, 8, 18), (522, 32, 42), (74, 64, 74), (20, 8, 8)])
+def test_windows_equal_the_gather_and_its_gradient(n, g, span):
+    u = jnp.asarray(np.random.default_rng(0).normal(size=(2, n, 3)), jnp.float32)
+    nb = (n - span + g) // g
+    window = np.arange(nb)[:, None] * g + np.arange(span)[None]
+    np.testing.assert_array_equal(embeddings._windows(u, g, span), u[:, window])
+    weights = jnp.asarray(np.random.default_rng(1).normal(size=(2, nb, span, 3)), jnp.float32)
+    grad = jax.grad(lambda x: (embeddings._windows(x, g, span) * weights).sum())(u)
+    want = jax.grad(lambda x: (x[:, window] * weights).sum())(u)
+    np.testing.assert_allclose(grad, want, rtol=1e-6, atol=1e-6)  # sums of <= 3 equal terms
