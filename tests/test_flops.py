@@ -149,7 +149,8 @@ def test_word2vec_formula_counts_the_algorithms_products(arch):
     """A plain SGNS over gathered rows (one product per context slot and scored word, as
     word2vec.c) matches the formula within 10% (CBOW's context sum is counted as a masked
     product; its backward is a broadcast, a little cheaper); the model's own step does at least
-    that work and at most 2.5x it (banded blocks score g + 2W words per block of g centres)."""
+    that work and at most 3x it (banded blocks score g + 2W words per block of g centres: 2.6x
+    the pairs at g = tlx.models.embeddings.BAND = 16, W = 5)."""
     cfg, shapes = _case(f"word2vec_{arch}")
     w, k, dim = cfg.model.window, cfg.data.options.negatives, cfg.model.dim
     c = shapes["window"][0][1]
@@ -174,7 +175,7 @@ def test_word2vec_formula_counts_the_algorithms_products(arch):
     model = _xla_flops(cfg, shapes, gathered_rows=True)
     print(f"word2vec {arch}: plain {reference / formula:.4f} model {model / formula:.4f}")
     assert 0.95 <= reference / formula <= 1.1, (reference, formula)
-    assert 1.0 <= model / formula <= 2.5, (model, formula)
+    assert 1.0 <= model / formula <= 3.0, (model, formula)
 
 
 def test_peak_table_override_and_unknown_hardware():

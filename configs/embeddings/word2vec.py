@@ -17,7 +17,7 @@ Noise formulation (tlx.models.embeddings): noise_group=1,noise_draws=1 (the defa
 centre K noise words shared by its context pairs. noise_group=G,noise_draws=S lets G consecutive
 centres share S draws of K (`:noise_group=32,noise_draws=4`): the noise scores become one
 [G + 2W, D] x [D, S K] product per group and the step gathers and scatters 20 noise rows per 32
-centres instead of 160, so the step is ~2x faster (10.5 vs 21 ms at 4 x 512 centres on 2 EPYC
+centres instead of 160, so the step is ~2.8x faster (6.8 vs 19.3 ms at 4 x 512 centres on 2 EPYC
 cores, `launch/benchmark_loop.py --model=word2vec`); the price is fewer distinct noise words per
 epoch (each draw serves ~40 pairs). At the default lr it matched on the benchmark (analogy 8.1%
 vs 8.5% per centre, SimLex 0.187 vs 0.176); each shared row sums ~G m / S pair gradients, so
