@@ -1,11 +1,12 @@
 """The benchmark scripts' tlx measurements run: one step of each at the smallest shapes (the
 numbers themselves are measured by hand, `launch/README.md`; a broken script is caught here)."""
 
+import pathlib
 import sys
 
 import numpy as np
 
-_LAUNCH = str(__import__("pathlib").Path(__file__).resolve().parents[1] / "launch")
+_LAUNCH = str(pathlib.Path(__file__).resolve().parents[1] / "launch")
 
 
 def _import(name):

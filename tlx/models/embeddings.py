@@ -128,7 +128,7 @@ class Word2Vec(nn.Module):
             pos_mask = mask
             if grouped:  # a context position's scores serve all of the group's pairs there
                 g = c // noise.shape[1]
-                _, pairs = _group_pairs(mask, w, g)  # [B, C/G, G+2W]
+                pairs = _group_pairs(mask, w, g)  # [B, C/G, G+2W]
                 ctx = _windows(vin, g, g + 2 * w)  # [B, C/G, G+2W, D]
                 neg = jnp.einsum("bjpd,bjnd->bjpn", ctx, noise)  # [B, C/G, G+2W, SK]
                 neg_weight = pairs / s
@@ -174,7 +174,7 @@ def _banded_scores(v: jnp.ndarray, u: jnp.ndarray, w: int) -> jnp.ndarray:
     ([BAND, D] x [D, BAND + 2W], 2.6x the needed dot products at BAND 16 and W 5, yet faster
     on CPU than BAND 8's 1.8x: fewer, larger products) and keeps the band."""
     b, c, d = v.shape
-    g, nb, _, onehot = _band_blocks(c, w)
+    g, nb, onehot = _band_blocks(c, w)
     full = jnp.einsum("bncd,bnwd->bncw", v.reshape(b, nb, g, d), _windows(u, g, g + 2 * w))
     scores = jnp.einsum("bnjp,jip->bnji", full, onehot.astype(full.dtype))
     return scores.reshape(b, c, 2 * w)
@@ -194,16 +194,16 @@ def _windows(u: jnp.ndarray, g: int, span: int) -> jnp.ndarray:
 
 
 def _band_blocks(c: int, w: int, g: int = 0):
-    """(block size g, blocks nb, window index [nb, g + 2W], offset one-hot [g, 2W, g + 2W]);
-    g = 0 picks BAND (or the whole row when BAND does not divide it)."""
+    """(block size g, blocks nb, offset one-hot [g, 2W, g + 2W]); block n's window is the
+    g + 2W row positions from n g (`_windows`); g = 0 picks BAND (or the whole row when BAND
+    does not divide it)."""
     g = g or (BAND if c % BAND == 0 else c)
     nb = c // g
-    window = jnp.arange(nb)[:, None] * g + jnp.arange(g + 2 * w)[None]
     offsets = [o for o in range(-w, w + 1) if o]
     # Centre j of a block sits at window position j + W; its offset o at j + W + o.
     pick = jnp.arange(g)[:, None] + w + jnp.array(offsets)[None]  # [g, 2W]
     onehot = jax.nn.one_hot(pick, g + 2 * w, dtype=jnp.float32)  # [g, 2W, g + 2W]
-    return g, nb, window, onehot
+    return g, nb, onehot
 
 
 def _banded_noise_scores(u: jnp.ndarray, noise: jnp.ndarray, w: int) -> jnp.ndarray:
@@ -211,7 +211,7 @@ def _banded_noise_scores(u: jnp.ndarray, noise: jnp.ndarray, w: int) -> jnp.ndar
     centre against that centre's noise words, from one [g + 2W, D] x [D, g K] product per
     block of g centres."""
     b, c, k, d = noise.shape
-    g, nb, _, onehot = _band_blocks(c, w)
+    g, nb, onehot = _band_blocks(c, w)
     full = jnp.einsum("bnpd,bnqd->bnpq", _windows(u, g, g + 2 * w), noise.reshape(b, nb, g * k, d))
     full = full.reshape(b, nb, g + 2 * w, g, k)  # [B, nb, window position, centre, noise]
     scores = jnp.einsum("bnpjk,jip->bnjik", full, onehot.astype(full.dtype))
@@ -222,20 +222,20 @@ def _banded_sum(mask: jnp.ndarray, u: jnp.ndarray, w: int) -> jnp.ndarray:
     """total[b, c] = sum_i mask[b, c, i] u[b, c + W + offset_i]: CBOW's context sum, as one
     [g, g + 2W] x [g + 2W, D] product per block (the band matrix holds the mask)."""
     b, c, _ = mask.shape
-    g, nb, _, onehot = _band_blocks(c, w)
+    g, nb, onehot = _band_blocks(c, w)
     band = jnp.einsum("bnji,jip->bnjp", mask.reshape(b, nb, g, 2 * w), onehot.astype(mask.dtype))
     return jnp.einsum("bnjp,bnpd->bnjd", band, _windows(u, g, g + 2 * w)).reshape(b, c, -1)
 
 
-def _group_pairs(mask: jnp.ndarray, w: int, g: int) -> tuple[jnp.ndarray, jnp.ndarray]:
-    """(window index [C/G, G + 2W] into the row, pairs [B, C/G, G + 2W]): how many real pairs
-    of group j's centres have their context at each position of the group's window."""
+def _group_pairs(mask: jnp.ndarray, w: int, g: int) -> jnp.ndarray:
+    """pairs [B, C/G, G + 2W]: how many real pairs of group j's centres have their context at
+    each position of the group's window."""
     b, c, _ = mask.shape
-    _, nb, window, onehot = _band_blocks(c, w, g)
+    _, nb, onehot = _band_blocks(c, w, g)
     pairs = jnp.einsum(
         "bnji,jip->bnp", mask.reshape(b, nb, g, 2 * w).astype(jnp.float32), onehot
     )  # fmt: skip
-    return window, pairs
+    return pairs
 
 
 def _noise_ids(batch: dict) -> jnp.ndarray:
