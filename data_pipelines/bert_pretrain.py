@@ -2,13 +2,15 @@
 
 Two stages, so masks can be re-drawn every epoch while the sentence pairs stay fixed for a seed:
   1. `create_instances`: `[CLS] A [SEP] B [SEP]` pairs from tokenized documents (numpy, per seed).
-  2. `mask_instance`: MLM positions/ids/weights for one instance (numpy, per example seed).
+  2. `mask_batch`: MLM positions/ids/weights of a batch of instances (numpy, vectorised), each
+     row's draws a hash of its own key (seed, epoch, instance): any row computable directly.
 
 `next_sentence_labels` follows google-research: 0 = B is the actual continuation of A,
 1 = B was drawn from a different document.
 """
 
 import dataclasses
+import functools
 import hashlib
 import logging
 import pathlib
@@ -16,8 +18,9 @@ import re
 
 import numpy as np
 import seqio
+import tensorflow as tf
 
-from data_pipelines import cache, corpus, paths, vocabularies
+from data_pipelines import cache, corpus, hashrng, paths, sources, vocabularies
 
 FEATURES = (
     "input_ids",
@@ -244,37 +247,63 @@ def random_token_ids(vocab: seqio.Vocabulary) -> np.ndarray:
     return np.array(keep, np.int32)
 
 
-def mask_instance(
+def mask_batch(
     input_ids: np.ndarray,
     input_mask: np.ndarray,
+    keys: np.ndarray,
     options: PretrainOptions,
     special: vocabularies.SpecialIds,
     random_ids: np.ndarray,
-    rng: np.random.Generator,
 ) -> dict[str, np.ndarray]:
-    """MLM masking of one [seq_len] instance; returns the masked ids and the MLM targets."""
-    never = np.isin(input_ids, [special.cls, special.sep, special.pad])
-    candidates = np.flatnonzero((input_mask == 1) & ~never)
-    # Stochastic rounding keeps the expected selection rate at mask_rate even for short inputs.
-    expected = len(candidates) * options.mask_rate
-    num = int(expected) + int(rng.random() < expected - int(expected))
-    num = min(options.max_predictions, max(1, num), len(candidates))
-    positions = np.sort(rng.choice(candidates, size=num, replace=False))
-    original = input_ids[positions]
+    """MLM masking of [B, seq_len] instances, row b drawn from `keys[b]` alone (hashrng): the
+    masked ids and the MLM targets, vectorised over the batch.
 
+    Per row: num = the candidates (real tokens but [CLS], [SEP]) x mask_rate, rounded
+    stochastically so short inputs keep the expected rate, at least 1, at most
+    max_predictions; the num candidates of smallest random priority are predicted (a uniform
+    draw without replacement); each becomes [MASK] with mask_token_prob, a random token of
+    `random_ids` with random_token_prob, else stays."""
+    b, length = input_ids.shape
+    p = options.max_predictions
+    u = hashrng.uniform(keys, 1 + length + 2 * p)  # [B, 1 + L + 2P]
+    never = (input_ids == special.cls) | (input_ids == special.sep) | (input_ids == special.pad)
+    candidate = (input_mask == 1) & ~never  # [B, L]
+    count = candidate.sum(1)
+    expected = count * options.mask_rate
+    num = np.floor(expected).astype(np.int64) + (u[:, 0] < expected - np.floor(expected))
+    num = np.minimum(np.minimum(np.maximum(num, 1), p), count)  # [B]
+
+    priority = np.where(candidate, u[:, 1 : 1 + length], 2.0)  # non-candidates last
+    k = min(p, length)
+    smallest = np.argpartition(priority, k - 1, axis=1)[:, :k] if k < length else None
+    if smallest is None:
+        smallest = np.broadcast_to(np.arange(length), (b, length))
+    ranked = np.take_along_axis(
+        smallest, np.argsort(np.take_along_axis(priority, smallest, 1), axis=1), 1
+    )  # [B, k] candidate positions, most likely picked first
+    valid = np.arange(k)[None] < num[:, None]  # [B, k]
+    positions = np.sort(np.where(valid, ranked, length), axis=1)  # chosen ones first, sorted
+    positions = np.where(valid, positions, 0)
+    rows = np.broadcast_to(np.arange(b)[:, None], (b, k))
+    original = np.where(valid, input_ids[rows, positions], 0)
+
+    action = u[:, 1 + length : 1 + length + k]  # [B, k]
+    to_mask = valid & (action < options.mask_token_prob)
+    to_random = valid & ~to_mask & (action < options.mask_token_prob + options.random_token_prob)
+    pick = u[:, 1 + length + p : 1 + length + p + k]
+    replacement = random_ids[
+        np.minimum((pick * len(random_ids)).astype(np.int64), len(random_ids) - 1)
+    ]
     masked = input_ids.copy()
-    u = rng.random(num)
-    to_mask = u < options.mask_token_prob
-    to_random = ~to_mask & (u < options.mask_token_prob + options.random_token_prob)
-    masked[positions[to_mask]] = special.mask
-    masked[positions[to_random]] = rng.choice(random_ids, size=int(to_random.sum()))
+    masked[rows[to_mask], positions[to_mask]] = special.mask
+    masked[rows[to_random], positions[to_random]] = replacement[to_random]
 
-    pad = options.max_predictions - num
+    pad = p - k
     return {
         "input_ids": masked,
-        "masked_lm_positions": np.pad(positions, (0, pad)).astype(np.int32),
-        "masked_lm_ids": np.pad(original, (0, pad)).astype(np.int32),
-        "masked_lm_weights": np.pad(np.ones(num, np.float32), (0, pad)),
+        "masked_lm_positions": np.pad(positions, ((0, 0), (0, pad))).astype(np.int32),
+        "masked_lm_ids": np.pad(original, ((0, 0), (0, pad))).astype(np.int32),
+        "masked_lm_weights": np.pad(valid.astype(np.float32), ((0, 0), (0, pad))),
     }
 
 
@@ -292,3 +321,126 @@ def build_instances(
     instances = create_instances(docs, options, vocabularies.special_ids(vocab), rng)
     logging.info("bert_pretrain %s: %d documents -> %d instances", split, len(docs), len(instances))
     return instances
+
+
+# Sources already permute instances by seed; this buffer only mixes across epoch boundaries.
+SHUFFLE_BUFFER = 1024
+
+
+# ---------------------------------------------------------------------------- the seqio task
+
+
+def _bert_source(split, shuffle_files, seed=None, shard_info=None, *, vocab_spec, options):
+    vocab = vocabularies.get_vocabulary(vocab_spec)
+    seed = 0 if seed is None else int(seed)
+    inst = build_instances(vocab, split, options, seed)
+    order = np.arange(len(inst))
+    if shuffle_files:
+        order = np.random.default_rng([seed & 0xFFFFFFFF, 0x0D0E]).permutation(order)
+    if shard_info is not None:
+        order = order[shard_info.index :: shard_info.num_shards]
+
+    def generate():
+        for i in order:
+            yield {
+                "input_ids": inst.input_ids[i],
+                "input_mask": inst.input_mask[i],
+                "segment_ids": inst.segment_ids[i],
+                "next_sentence_labels": inst.next_sentence_labels[i],
+                "instance_id": np.int64(i),
+            }
+
+    row = tf.TensorSpec([options.seq_len], tf.int32)
+    signature = {
+        "input_ids": row,
+        "input_mask": row,
+        "segment_ids": row,
+        "next_sentence_labels": tf.TensorSpec([], tf.int32),
+        "instance_id": tf.TensorSpec([], tf.int64),
+    }
+    return tf.data.Dataset.from_generator(generate, output_signature=signature)
+
+
+@functools.cache
+@tf.autograph.experimental.do_not_convert
+def masking_ids(vocab_spec: str):
+    """(special ids, [MASK]-replacement ids), computed once in plain Python: inside the traced
+    map function autograph would convert the vocabulary scan into graph ops (5 s per dataset)."""
+    vocab = vocabularies.get_vocabulary(vocab_spec)
+    return vocabularies.special_ids(vocab), random_token_ids(vocab)
+
+
+MASK_SALT = 0x3A5C  # the masks' hashrng stream, distinct from every other draw's
+_MASK_BLOCK = 256  # examples masked per vectorised call
+
+
+def make_masking_preprocessor(vocab_spec: str, options: PretrainOptions):
+    """Dynamic MLM masking (mask_batch): each example's masks are drawn from a
+    key of its seqio seed (new each epoch) and its instance id, in blocks of _MASK_BLOCK."""
+
+    @seqio.map_over_dataset(num_seeds=1)
+    def add_key(ex, seed):
+        return {**ex, "mask_seed": tf.cast(seed, tf.int64)}
+
+    def np_mask(input_ids, input_mask, mask_seed, instance_id):
+        special, random_ids = masking_ids(vocab_spec)
+        seeds = mask_seed.astype(np.uint64)
+        keys = hashrng.keys(0, MASK_SALT, seeds[:, 0], seeds[:, 1], instance_id)
+        out = mask_batch(input_ids, input_mask, keys, options, special, random_ids)
+        return tuple(out[k] for k in _MASKED)
+
+    def block(ex):
+        ids, positions, lm_ids, weights = tf.numpy_function(
+            np_mask,
+            [ex["input_ids"], ex["input_mask"], ex["mask_seed"], ex["instance_id"]],
+            [tf.int32, tf.int32, tf.int32, tf.float32],
+            stateful=False,
+        )
+        n, length = options.max_predictions, options.seq_len
+        return {
+            "input_ids": tf.ensure_shape(ids, [None, length]),
+            "input_mask": ex["input_mask"],
+            "segment_ids": ex["segment_ids"],
+            "masked_lm_positions": tf.ensure_shape(positions, [None, n]),
+            "masked_lm_ids": tf.ensure_shape(lm_ids, [None, n]),
+            "masked_lm_weights": tf.ensure_shape(weights, [None, n]),
+            "next_sentence_labels": ex["next_sentence_labels"],
+        }
+
+    def mask(ds: tf.data.Dataset) -> tf.data.Dataset:
+        ds = add_key(ds).batch(_MASK_BLOCK)
+        return ds.map(block, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+
+    return mask
+
+
+_MASKED = ("input_ids", "masked_lm_positions", "masked_lm_ids", "masked_lm_weights")
+
+
+def _bert_features(vocab: seqio.Vocabulary, options: PretrainOptions) -> dict[str, seqio.Feature]:
+    def feature(v, dtype=tf.int32, rank=1):
+        return seqio.Feature(v, add_eos=False, dtype=dtype, rank=rank)
+
+    flags = seqio.PassThroughVocabulary(2)
+    return {
+        "input_ids": feature(vocab),
+        "input_mask": feature(flags),
+        "segment_ids": feature(flags),
+        "masked_lm_positions": feature(seqio.PassThroughVocabulary(options.seq_len)),
+        "masked_lm_ids": feature(vocab),
+        "masked_lm_weights": feature(seqio.PassThroughVocabulary(1), dtype=tf.float32),
+        "next_sentence_labels": feature(flags, rank=0),
+    }
+
+
+def register(name: str, vocab_spec: str, options: PretrainOptions) -> None:
+    seqio.TaskRegistry.add(
+        name,
+        source=sources.ShardedFunctionSource(
+            functools.partial(_bert_source, vocab_spec=vocab_spec, options=options),
+            splits=("train", "validation"),
+        ),
+        preprocessors=[make_masking_preprocessor(vocab_spec, options)],
+        output_features=_bert_features(vocabularies.get_vocabulary(vocab_spec), options),
+        shuffle_buffer_size=SHUFFLE_BUFFER,
+    )

@@ -14,11 +14,9 @@ are exactly the unsharded data.
 """
 
 import dataclasses
-import functools
 import hashlib
 import pathlib
 
-import numpy as np
 import seqio
 import tensorflow as tf
 
@@ -41,12 +39,9 @@ from data_pipelines.bert_pretrain import PretrainOptions
 from data_pipelines.causal_lm import CausalLMOptions
 from data_pipelines.cooccur import GloveOptions
 from data_pipelines.skipgram import SkipGramOptions
-from data_pipelines.sources import DOWNSTREAM, ShardedFunctionSource, TaskInfo
+from data_pipelines.sources import DOWNSTREAM, TaskInfo
 from data_pipelines.translation import TranslationOptions
 
-# Sources already permute examples globally by seed; this buffer only mixes across epoch
-# boundaries, and a larger one costs start-up time (it fills before the first example).
-SHUFFLE_BUFFER = 1024
 # task name -> (base, vocab spec, options); lets get_dataset find a task's variant family.
 # The options are the base's options class fields; char_ids is kept apart, in _CHAR_IDS.
 _VARIANTS: dict[str, tuple[str, str, dict]] = {}
@@ -80,118 +75,6 @@ class DownstreamOptions:
             raise ValueError(
                 f"framing must be one of {vocabularies.FRAMINGS}, got {self.framing!r}"
             )
-
-
-# ---------------------------------------------------------------------------- bert_pretrain
-
-
-def _bert_source(split, shuffle_files, seed=None, shard_info=None, *, vocab_spec, options):
-    vocab = vocabularies.get_vocabulary(vocab_spec)
-    seed = 0 if seed is None else int(seed)
-    inst = bert_pretrain.build_instances(vocab, split, options, seed)
-    order = np.arange(len(inst))
-    if shuffle_files:
-        order = np.random.default_rng([seed & 0xFFFFFFFF, 0x0D0E]).permutation(order)
-    if shard_info is not None:
-        order = order[shard_info.index :: shard_info.num_shards]
-
-    def generate():
-        for i in order:
-            yield {
-                "input_ids": inst.input_ids[i],
-                "input_mask": inst.input_mask[i],
-                "segment_ids": inst.segment_ids[i],
-                "next_sentence_labels": inst.next_sentence_labels[i],
-                "instance_id": np.int64(i),
-            }
-
-    row = tf.TensorSpec([options.seq_len], tf.int32)
-    signature = {
-        "input_ids": row,
-        "input_mask": row,
-        "segment_ids": row,
-        "next_sentence_labels": tf.TensorSpec([], tf.int32),
-        "instance_id": tf.TensorSpec([], tf.int64),
-    }
-    return tf.data.Dataset.from_generator(generate, output_signature=signature)
-
-
-@functools.cache
-@tf.autograph.experimental.do_not_convert
-def _masking_ids(vocab_spec: str):
-    """(special ids, [MASK]-replacement ids), computed once in plain Python: inside the traced
-    map function autograph would convert the vocabulary scan into graph ops (5 s per dataset)."""
-    vocab = vocabularies.get_vocabulary(vocab_spec)
-    return vocabularies.special_ids(vocab), bert_pretrain.random_token_ids(vocab)
-
-
-def make_masking_preprocessor(vocab_spec: str, options: PretrainOptions):
-    """Dynamic MLM masking; seqio hands each example (of each epoch) its own seed."""
-
-    @seqio.map_over_dataset(num_seeds=1)
-    def mask(ex, seed):
-        special, random_ids = _masking_ids(vocab_spec)
-
-        def np_mask(input_ids, input_mask, seed, instance_id):
-            key = [int(s) & 0xFFFFFFFF for s in seed] + [int(instance_id)]
-            rng = np.random.default_rng(key)
-            out = bert_pretrain.mask_instance(
-                input_ids, input_mask, options, special, random_ids, rng
-            )
-            return (
-                out["input_ids"],
-                out["masked_lm_positions"],
-                out["masked_lm_ids"],
-                out["masked_lm_weights"],
-            )
-
-        ids, positions, lm_ids, weights = tf.numpy_function(
-            np_mask,
-            [ex["input_ids"], ex["input_mask"], seed, ex["instance_id"]],
-            [tf.int32, tf.int32, tf.int32, tf.float32],
-            stateful=False,
-        )
-        n = options.max_predictions
-        return {
-            "input_ids": tf.ensure_shape(ids, [options.seq_len]),
-            "input_mask": ex["input_mask"],
-            "segment_ids": ex["segment_ids"],
-            "masked_lm_positions": tf.ensure_shape(positions, [n]),
-            "masked_lm_ids": tf.ensure_shape(lm_ids, [n]),
-            "masked_lm_weights": tf.ensure_shape(weights, [n]),
-            "next_sentence_labels": ex["next_sentence_labels"],
-        }
-
-    return mask
-
-
-def _bert_features(vocab: seqio.Vocabulary, options: PretrainOptions) -> dict[str, seqio.Feature]:
-    def feature(v, dtype=tf.int32, rank=1):
-        return seqio.Feature(v, add_eos=False, dtype=dtype, rank=rank)
-
-    flags = seqio.PassThroughVocabulary(2)
-    return {
-        "input_ids": feature(vocab),
-        "input_mask": feature(flags),
-        "segment_ids": feature(flags),
-        "masked_lm_positions": feature(seqio.PassThroughVocabulary(options.seq_len)),
-        "masked_lm_ids": feature(vocab),
-        "masked_lm_weights": feature(seqio.PassThroughVocabulary(1), dtype=tf.float32),
-        "next_sentence_labels": feature(flags, rank=0),
-    }
-
-
-def _register_bert(name: str, vocab_spec: str, options: PretrainOptions) -> None:
-    seqio.TaskRegistry.add(
-        name,
-        source=ShardedFunctionSource(
-            functools.partial(_bert_source, vocab_spec=vocab_spec, options=options),
-            splits=("train", "validation"),
-        ),
-        preprocessors=[make_masking_preprocessor(vocab_spec, options)],
-        output_features=_bert_features(vocabularies.get_vocabulary(vocab_spec), options),
-        shuffle_buffer_size=SHUFFLE_BUFFER,
-    )
 
 
 # ---------------------------------------------------------------------------- variants
@@ -368,7 +251,7 @@ def get_task_name(base: str, vocab: str = vocabularies.DEFAULT_VOCAB, **options)
         if char_ids:
             _register_char_ids(name, plain, vocab)
         elif base == "bert_pretrain":
-            _register_bert(name, vocab, opts)
+            bert_pretrain.register(name, vocab, opts)
         elif base == "causal_lm":
             causal_lm.register(name, vocab, opts)
         elif base in _WORD_TASKS:

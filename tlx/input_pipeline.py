@@ -1,13 +1,12 @@
-"""Per-process batches from a registered SeqIO task.
+"""Per-process batches from a registered SeqIO task, by index (data_pipelines.indexed).
 
-The stream is split into `num_shards` data shards (default: one per process). Process p reads
-only shards [p*k, (p+1)*k), k = num_shards / process_count, and its local batch is the
-concatenation of one sub-batch per shard. So a run's global batches are a function of
-(task, seed, num_shards) alone, not of how many hosts read them: 2 processes x 1 shard and
-1 process x 2 shards see identical data.
+The training batch at step s is global stream positions [s B, (s + 1) B) of the task's split
+(an epoch a seeded permutation of its examples), and process p of P holds rows
+[p B / P, (p + 1) B / P) of it: a function of (task, seed, examples consumed, B), computed
+directly. So a run's global batches do not depend on how many hosts read them, and a resume
+at any step costs the same (no replay). Evaluation reads the split once, in order, padded.
 """
 
-import functools
 import math
 import queue
 import threading
@@ -17,134 +16,95 @@ from collections.abc import Callable, Iterator
 import jax
 import ml_collections
 import numpy as np
-import tensorflow as tf
 
 import data_pipelines
+from data_pipelines import indexed
 from tlx.errors import ConfigError
 
 
-def _shard_plan(cfg: ml_collections.ConfigDict, global_batch: int) -> tuple[list[int], int, int]:
+def _local_rows(global_batch: int) -> tuple[int, int]:
+    """[lo, hi): this process' rows of every global batch."""
     procs, p = jax.process_count(), jax.process_index()
-    shards = cfg.data.num_shards or procs
-    if shards % procs:
-        raise ConfigError(f"data.num_shards={shards} is not a multiple of {procs} processes")
-    if global_batch % shards:
-        raise ConfigError(
-            f"train.batch_size={global_batch} is not divisible by {shards} data shards "
-            f"(data.num_shards, default one per process)"
-        )
-    k = shards // procs
-    return list(range(p * k, (p + 1) * k)), shards, global_batch // shards
+    if global_batch % procs:
+        raise ConfigError(f"train.batch_size={global_batch} is not divisible by {procs} processes")
+    per = global_batch // procs
+    return p * per, (p + 1) * per
 
 
-def _dataset(cfg, split: str, seed: int, shard: int, num_shards: int, repeat: bool, shuffle: bool):
-    """The task's examples, with every feature its variant makes (ELMo's `char_ids` [L, 50] are
-    the task option `data.options.char_ids`, added by the task itself: data_pipelines.chars)."""
-    return data_pipelines.get_dataset(
-        cfg.data.task_name,
-        split=split,
-        seq_len=cfg.data.seq_len,
-        seed=seed,
-        shuffle=shuffle,
-        shard_index=shard,
-        num_shards=num_shards,
-        num_epochs=None if repeat else 1,
-    )
+def examples(cfg: ml_collections.ConfigDict, split: str, shuffle: bool) -> indexed.Examples:
+    """The run's split as random-access examples (built once per process)."""
+    return indexed.examples(cfg.data.task_name, split, cfg.data.seq_len, cfg.seed, shuffle)
 
 
-def data_shards(cfg, global_batch: int) -> int:
-    """The number of data shards the stream is split into (the stream depends on it)."""
-    return _shard_plan(cfg, global_batch)[1]
+def data_fingerprint(cfg: ml_collections.ConfigDict) -> dict:
+    """What the training stream is a function of, as saved in checkpoints and checked on resume."""
+    return {
+        "task": cfg.data.task_name,
+        "seed": int(cfg.seed),
+        "fingerprint": examples(cfg, "train", True).fingerprint(),
+    }
 
 
 def train_batches(
     cfg, global_batch: int, start_example: int = 0
 ) -> Iterator[dict[str, np.ndarray]]:
-    """Endless shuffled local batches, after the first `start_example` examples (global).
+    """Endless local training batches from global stream position `start_example` on.
 
-    The skip is counted in examples of each shard's stream, not in batches, so a run resumed
-    with another batch size continues the same example sequence."""
-    shards, num_shards, per_shard = _shard_plan(cfg, global_batch)
-    if start_example % num_shards:
-        raise ValueError(f"{start_example} examples consumed do not split over {num_shards} shards")
-    skip = start_example // num_shards
-    parts = [
-        _dataset(cfg, "train", cfg.seed, s, num_shards, repeat=True, shuffle=True)
-        .skip(skip)
-        .batch(per_shard, drop_remainder=True)
-        for s in shards
-    ]
-    ds = tf.data.Dataset.zip(tuple(parts)).map(
-        lambda *xs: {k: tf.concat([x[k] for x in xs], 0) for k in xs[0]}
-    )
-    ds = ds.prefetch(tf.data.AUTOTUNE)
-    for batch in ds.as_numpy_iterator():
-        batch["example_weight"] = np.ones(len(next(iter(batch.values()))), np.float32)
+    Positions count examples, not batches, so a run resumed with another batch size continues
+    the same example sequence."""
+    ex = examples(cfg, "train", True)
+    lo, hi = _local_rows(global_batch)
+    weight = np.ones(hi - lo, np.float32)
+    g = start_example
+    while True:
+        batch = indexed.global_rows(ex, g + lo, g + hi)
+        batch["example_weight"] = weight
         yield batch
+        g += global_batch
 
 
 def example_batch(cfg, global_batch: int) -> dict[str, np.ndarray]:
-    """Zeros shaped like one local training batch, from the dataset's spec (reads no data)."""
-    shards, num_shards, per_shard = _shard_plan(cfg, global_batch)
-    spec = _dataset(cfg, "train", cfg.seed, shards[0], num_shards, True, False).element_spec
-    local = per_shard * len(shards)
-    batch = {k: np.zeros((local, *s.shape), s.dtype.as_numpy_dtype) for k, s in spec.items()}
-    batch["example_weight"] = np.ones((local,), np.float32)
+    """Zeros shaped like one local training batch, from the task's spec (reads no data)."""
+    lo, hi = _local_rows(global_batch)
+    spec = data_pipelines.get_dataset(
+        cfg.data.task_name, split="train", seq_len=cfg.data.seq_len, seed=cfg.seed,
+        shuffle=False, num_epochs=1,
+    ).element_spec  # fmt: skip
+    batch = {k: np.zeros((hi - lo, *s.shape), s.dtype.as_numpy_dtype) for k, s in spec.items()}
+    batch["example_weight"] = np.ones((hi - lo,), np.float32)
     return batch
-
-
-def _padded(it, per_shard: int, spec) -> Iterator[dict[str, np.ndarray]]:
-    """Fixed-size batches from a finite stream; after it ends, all-padding batches forever."""
-    zeros = {k: np.zeros(s.shape, s.dtype.as_numpy_dtype) for k, s in spec.items()}
-    while True:
-        rows = [x for _, x in zip(range(per_shard), it)]
-        rows += [zeros] * (per_shard - len(rows))
-        batch = {k: np.stack([r[k] for r in rows]) for k in spec}
-        batch["example_weight"] = np.array([r is not zeros for r in rows], np.float32)
-        yield batch
-
-
-@functools.cache
-def _local_split_size(task_name, split, seq_len, seed, shards: tuple[int, ...], num_shards) -> int:
-    """Largest of this process's shard sizes; counted once per run, not at every evaluation."""
-    return max(
-        sum(1 for _ in data_pipelines.get_dataset(
-            task_name, split=split, seq_len=seq_len, seed=seed, shuffle=False, shard_index=s,
-            num_shards=num_shards, num_epochs=1))
-        for s in shards
-    )  # fmt: skip
 
 
 def eval_batches(cfg, global_batch: int, split: str) -> tuple[Iterator[dict], int]:
     """(iterator of local eval batches, number of steps). `train.eval_steps=-1` covers the
-    whole split once (padding examples carry example_weight 0); every process runs the same
-    number of steps so collectives stay in lockstep."""
-    shards, num_shards, per_shard = _shard_plan(cfg, global_batch)
-    parts = [
-        _dataset(cfg, split, cfg.seed, s, num_shards, repeat=False, shuffle=False) for s in shards
-    ]
+    whole split once: positions past its end are padding (example_weight 0), as are whole
+    batches after it; every process runs the same number of steps, so collectives stay in
+    lockstep."""
+    ex = examples(cfg, split, False)
+    n = len(ex)
+    lo, hi = _local_rows(global_batch)
     steps = cfg.train.eval_steps
     if steps < 0:
-        local = _local_split_size(
-            cfg.data.task_name, split, cfg.data.seq_len, cfg.seed, tuple(shards), num_shards
-        )
-        if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
+        steps = math.ceil(n / global_batch)
 
-            local = int(np.max(multihost_utils.process_allgather(np.array(local))))
-        steps = math.ceil(local / per_shard)
-    iters = [_padded(p.as_numpy_iterator(), per_shard, p.element_spec) for p in parts]
+    def batches():
+        g = 0
+        while True:
+            at = np.arange(g + lo, g + hi)
+            real = at < n
+            batch = ex.take(np.where(real, at, 0))
+            for v in batch.values():
+                v[~real] = 0
+            batch["example_weight"] = real.astype(np.float32)
+            yield batch
+            g += global_batch
 
-    def merged():
-        for subs in zip(*iters, strict=True):
-            yield {k: np.concatenate([s[k] for s in subs]) for k in subs[0]}
-
-    return merged(), steps
+    return batches(), steps
 
 
 def split_size(cfg, split: str) -> int:
-    """Number of examples in a split of the run's task (all shards), counted once per run."""
-    return _local_split_size(cfg.data.task_name, split, cfg.data.seq_len, cfg.seed, (0,), 1)
+    """Number of examples in a split of the run's task (its first epoch's, for word2vec)."""
+    return len(examples(cfg, split, False))
 
 
 class Prefetch:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import data_pipelines
-from data_pipelines import bert_pretrain, corpus, vocabularies
+from data_pipelines import bert_pretrain, corpus, hashrng, vocabularies
 from data_pipelines.bert_pretrain import PretrainOptions
 
 SEQ_LEN = 128
@@ -26,14 +26,12 @@ def instances(vocab):
 
 
 def _mask_many(instances, options, special, vocab, n=3000, seed=0):
-    rng = np.random.default_rng(seed)
     random_ids = bert_pretrain.random_token_ids(vocab)
-    return [
-        bert_pretrain.mask_instance(
-            instances.input_ids[i], instances.input_mask[i], options, special, random_ids, rng
-        )
-        for i in range(n)
-    ]
+    keys = hashrng.keys(seed, 1, np.zeros(n), np.arange(n))
+    out = bert_pretrain.mask_batch(
+        instances.input_ids[:n], instances.input_mask[:n], keys, options, special, random_ids
+    )
+    return [{k: v[i] for k, v in out.items()} for i in range(n)]
 
 
 def _rates(instances, masked, special):
@@ -212,3 +210,34 @@ def test_variant_task_names():
     ds = data_pipelines.get_dataset(name, split="validation", seq_len=64, seed=0, shuffle=False)
     assert ds.element_spec["masked_lm_ids"].shape == (round(64 * 0.3),)
     assert ds.element_spec["input_ids"].shape == (64,)
+
+
+def test_a_rows_masks_depend_on_its_key_alone(instances, special, vocab):
+    """Random access: a row masked alone, or inside a batch in another order, gets the same
+    masks; another key (e.g. the next epoch's) gets others."""
+    options, random_ids = PretrainOptions(seq_len=SEQ_LEN), bert_pretrain.random_token_ids(vocab)
+    ids, mask = instances.input_ids[:64], instances.input_mask[:64]
+    keys = hashrng.keys(7, 1, np.zeros(64), np.arange(64))
+    whole = bert_pretrain.mask_batch(ids, mask, keys, options, special, random_ids)
+    order = np.random.default_rng(0).permutation(64)
+    shuffled = bert_pretrain.mask_batch(
+        ids[order], mask[order], keys[order], options, special, random_ids
+    )
+    alone = bert_pretrain.mask_batch(ids[5:6], mask[5:6], keys[5:6], options, special, random_ids)
+    for k in whole:
+        assert np.array_equal(whole[k][order], shuffled[k]), k
+        assert np.array_equal(whole[k][5:6], alone[k]), k
+    other = bert_pretrain.mask_batch(
+        ids, mask, hashrng.keys(7, 1, np.ones(64), np.arange(64)), options, special, random_ids
+    )
+    differ = (whole["masked_lm_positions"] != other["masked_lm_positions"]).any(1).mean()
+    assert differ > 0.9
+
+
+def test_hash_uniforms_are_uniform_and_independent():
+    u = hashrng.uniform(hashrng.keys(0, 1, np.arange(4000)), 50)  # [4000, 50]
+    assert u.min() >= 0 and u.max() < 1
+    assert abs(u.mean() - 0.5) < 0.005 and abs(u.var() - 1 / 12) < 0.002
+    # Neighbouring draws and neighbouring keys uncorrelated (|r| < 4 / sqrt(n))
+    assert abs(np.corrcoef(u[:, :-1].ravel(), u[:, 1:].ravel())[0, 1]) < 4 / np.sqrt(u.size)
+    assert abs(np.corrcoef(u[:-1].ravel(), u[1:].ravel())[0, 1]) < 4 / np.sqrt(u.size)
