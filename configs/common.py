@@ -84,9 +84,25 @@ def base_config() -> ml_collections.ConfigDict:
             "every": 500,
             "max_to_keep": 3,
             "async_save": True,
+            # "" : WORKDIR/checkpoints; else any etils.epath path or URL (gs://bucket/run/ckpt)
+            "directory": "",
             # Keys allowed to differ from the saved config when the run resumes (beyond
             # tlx.config_checks.RESUMABLE), e.g. ("optim.lr",); ("all",) allows any change.
             "allow_changes": (),
+        }
+    )
+    # Joining a multi-process job (tlx/distributed.py): "auto" joins under launch/multiprocess.sh
+    # or a SLURM step of > 1 task, "always" calls jax.distributed.initialize() (TPU pods),
+    # "never" stays one process. local_device_ids: "" one GPU per process, "all" every GPU of
+    # the node (one process per node), or "0,1,2,3". Ports: JAX_COORDINATOR_PORT.
+    c.distributed = ml_collections.ConfigDict(
+        {
+            "join": "auto",  # auto | always | never
+            # auto (JAX tries each) | slurm | gcetpu | gketpu | ompi | mpi4py | deactivate
+            "cluster_detection": "auto",
+            "local_device_ids": "",
+            "initialization_timeout": 300,  # seconds for every process to join
+            "heartbeat_timeout": 100,  # seconds before a silent process counts as lost
         }
     )
     c.transfer = ml_collections.ConfigDict(
@@ -107,7 +123,6 @@ def base_config() -> ml_collections.ConfigDict:
             "seq_len": 128,
             "data_dir": "",  # empty: $TLX_DATA_DIR
             "verify": True,  # check the files the run reads against tlx/data/manifest.json
-            "num_shards": 0,  # 0: one data shard per process
             "eval_split": "validation",
             "options": ml_collections.ConfigDict(),
         }

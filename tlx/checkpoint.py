@@ -17,6 +17,11 @@ deleted) to `WORKDIR/damaged_checkpoints/`; another run's (`init_from`, `tlx.eva
 `tlx.convert export-hf`) are only reported, never moved. A checkpoint that reads fine but does
 not fit the model (other shapes, other parameter names) is not damage: it is an error naming the
 parameter, and nothing is moved.
+
+Checkpoint directories are `etils.epath` paths, Orbax's own path layer: a local path (made
+absolute, as os.path.abspath does) or a URL such as `gs://bucket/run/checkpoints`. Damaged steps
+of a run whose checkpoints live elsewhere than WORKDIR/checkpoints are set aside beside them
+(`DIR/../damaged_checkpoints`): a move within one filesystem or bucket, a rename.
 """
 
 import datetime
@@ -28,6 +33,7 @@ import sys
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 from jax.sharding import NamedSharding, PartitionSpec
 
 from tlx.digests import DamagedCheckpoint, flatten, tree_digests, verify_digests
@@ -43,6 +49,22 @@ class TransferError(UserError, ValueError):
     """A pretrained checkpoint does not fit the model; the message names the parameter."""
 
 
+def path(directory) -> epath.Path:
+    """`directory` as an epath.Path: a URL (gs://, s3://, ...) as given, a local path absolute."""
+    text = os.fspath(directory)
+    return epath.Path(text if "://" in text else os.path.abspath(text))
+
+
+def is_url(directory) -> bool:
+    return "://" in os.fspath(directory)
+
+
+def run_checkpoints(cfg, workdir: str) -> str:
+    """A run's checkpoints directory: `cfg.checkpoint.directory` (a path or URL), else
+    WORKDIR/checkpoints."""
+    return cfg.checkpoint.get("directory", "") or os.path.join(workdir, "checkpoints")
+
+
 def manager(directory: str, *, every: int = 1000, max_to_keep: int | None = 3, async_save=True):
     options = ocp.CheckpointManagerOptions(
         save_interval_steps=every,
@@ -55,9 +77,7 @@ def manager(directory: str, *, every: int = 1000, max_to_keep: int | None = 3, a
         "opt_state": ocp.StandardCheckpointHandler(),
         "meta": ocp.JsonCheckpointHandler(),
     }
-    return ocp.CheckpointManager(
-        os.path.abspath(directory), options=options, item_handlers=handlers
-    )
+    return ocp.CheckpointManager(path(directory), options=options, item_handlers=handlers)
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state, meta: dict, *, force=False) -> bool:
@@ -89,7 +109,8 @@ def parse_choice(value: str, names=("best", "latest")) -> int | None:
 
 def has_steps(directory: str) -> bool:
     """Whether a checkpoints directory holds any finished step (a run to resume)."""
-    return os.path.isdir(directory) and any(n.isdigit() for n in os.listdir(directory))
+    root = path(directory)
+    return root.is_dir() and any(p.name.isdigit() for p in root.iterdir())
 
 
 def _abstract(tree, shardings):
@@ -109,7 +130,7 @@ def _reader(directory: str) -> ocp.CheckpointManager:
         "meta": ocp.JsonCheckpointHandler(),
     }
     return ocp.CheckpointManager(
-        os.path.abspath(directory),
+        path(directory),
         options=ocp.CheckpointManagerOptions(create=False, read_only=True),
         # Every item a tlx step can hold gets its handler, also those not read: Orbax warns
         # about each item on disk it has no handler for ("found ... but could not be restored").
@@ -145,7 +166,7 @@ def read_step(mngr: ocp.CheckpointManager, step: int, items, make_targets) -> tu
     abstract tree with shardings} to restore; it raises its own error (not DamagedCheckpoint)
     if the tree does not fit the model. Anything unreadable, missing or not matching its
     digests raises DamagedCheckpoint naming the step directory."""
-    where = os.path.join(str(mngr.directory), str(step))
+    where = str(path(mngr.directory) / str(step))
     try:
         meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
     except Exception as e:  # noqa: BLE001 - any failure to read written bytes is damage
@@ -195,18 +216,24 @@ def _sync(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
-def set_aside(path: str, workdir: str, reason: str) -> str:
+def set_aside(step_dir, workdir, reason: str) -> str:
     """Moves a damaged step (or an interrupted save's temporary directory) to
-    WORKDIR/damaged_checkpoints/NAME-TIME (process 0; never deleted) with the reason beside it."""
+    WORKDIR/damaged_checkpoints/NAME-TIME (process 0; never deleted) with the reason beside it.
+    Both are epath paths or URLs; the move is a rename (a local one across filesystems: a copy)."""
+    src = path(step_dir)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S%f")
-    dest = os.path.join(workdir, DAMAGED_DIR, f"{os.path.basename(path)}-{stamp}")
+    dest = path(workdir) / DAMAGED_DIR / f"{src.name}-{stamp}"
     if jax.process_index() == 0:
-        os.makedirs(os.path.dirname(dest), exist_ok=True)
-        shutil.move(path, dest)
-        with open(dest + ".reason.txt", "w") as f:
-            f.write(reason + "\n")
-    _sync(f"tlx_set_aside_{os.path.basename(dest)}")
-    return dest
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            src.rename(dest)
+        except OSError:
+            if is_url(src) or is_url(dest):
+                raise
+            shutil.move(src, dest)  # another local filesystem: rename cannot, move copies
+        dest.parent.joinpath(f"{dest.name}.reason.txt").write_text(reason + "\n")
+    _sync(f"tlx_set_aside_{dest.name}")
+    return str(dest)
 
 
 def newest_good(mngr, steps, read, *, workdir: str | None = None):
@@ -216,31 +243,30 @@ def newest_good(mngr, steps, read, *, workdir: str | None = None):
         try:
             return step, read(step)
         except DamagedCheckpoint as e:
-            path = os.path.join(str(mngr.directory), str(step))
             if workdir is None:
                 _report(f"checkpoint {e}; trying the previous step")
                 continue
-            dest = set_aside(path, workdir, str(e))
+            dest = set_aside(path(mngr.directory) / str(step), workdir, str(e))
             _report(f"checkpoint {e}; set aside to {dest}; trying the previous step")
             mngr.reload()
     return None
 
 
 def set_aside_incomplete(mngr: ocp.CheckpointManager, workdir: str) -> None:
-    """Interrupted saves leave `STEP.orbax-checkpoint-tmp-*` directories: reported, set aside."""
-    root = str(mngr.directory)
-    if not os.path.isdir(root):
+    """Interrupted saves leave `STEP.orbax-checkpoint-tmp[-*]` directories: reported, set aside."""
+    root = path(mngr.directory)
+    if not root.is_dir():
         return
-    for name in sorted(os.listdir(root)):
+    for name in sorted(p.name for p in root.iterdir()):
         if ".orbax-checkpoint-tmp" in name:
-            dest = set_aside(os.path.join(root, name), workdir, "an interrupted save")
-            _report(f"{root}/{name} is an interrupted save (incomplete); set aside to {dest}")
+            dest = set_aside(root / name, workdir, "an interrupted save")
+            _report(f"{root / name} is an interrupted save (incomplete); set aside to {dest}")
 
 
 def restore_latest(mngr: ocp.CheckpointManager, abstract_state, shardings, workdir=None):
     """Resume from the newest good step: (step, params, opt_state, meta), or None if there is
     none. Damaged steps are set aside under `workdir` (default: the manager's parent)."""
-    workdir = workdir or os.path.dirname(str(mngr.directory))
+    workdir = workdir or str(path(mngr.directory).parent)
     set_aside_incomplete(mngr, workdir)
     steps = mngr.all_steps()
     if not steps:
@@ -256,7 +282,7 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state, shardings, workd
     if found is None:
         raise CheckpointError(
             f"every checkpoint in {mngr.directory} (steps {sorted(steps)}) is damaged; all were "
-            f"set aside to {os.path.join(workdir, DAMAGED_DIR)}. Rerun to start the run afresh, "
+            f"set aside to {path(workdir) / DAMAGED_DIR}. Rerun to start the run afresh, "
             "or restore a good copy of the checkpoints"
         )
     step, (restored, meta) = found
@@ -282,10 +308,10 @@ def load_pretrained(
     `ignore`: regexes of checkpoint params with no place in the model (e.g. pretraining heads).
     Anything else missing, extra or wrongly shaped raises TransferError naming it.
     """
-    if not os.path.isdir(init_from):
+    if not path(init_from).is_dir():
         raise TransferError(f"transfer.init_from={init_from!r} is not a directory")
-    ckpt_dir = os.path.join(init_from, "checkpoints")
-    if not os.path.isdir(ckpt_dir):
+    ckpt_dir = os.path.join(init_from, "checkpoints")  # also joins a URL
+    if not path(ckpt_dir).is_dir():
         ckpt_dir = init_from  # also accept the checkpoints directory itself
     mngr = _reader(ckpt_dir)
     steps = mngr.all_steps()
@@ -445,7 +471,7 @@ def restore_or_init(mngr, state, shardings, transfer, *, vocab: str, rename=None
         resumed = restore_latest(mngr, state, shardings)
     except CheckpointError as e:
         if rename is not None and _stored_under_old_names(mngr, rename):
-            workdir = os.path.dirname(str(mngr.directory))
+            workdir = path(mngr.directory).parent
             raise CheckpointError(
                 f"{e}\nThese checkpoints name their parameters as tlx did before the encoder/ "
                 "+ head/ layout (tlx.models.migrate): a run is not resumed across that change. "

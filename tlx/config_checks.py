@@ -30,11 +30,13 @@ RESUMABLE = (
     "checkpoint.max_to_keep",
     "checkpoint.async_save",
     "checkpoint.allow_changes",
+    "checkpoint.directory",  # where the checkpoints are is not what they hold
     "data.data_dir",
     "data.verify",
     "transfer.init_from",  # ignored on resume: the run's own checkpoint comes first
     "evals",  # what is evaluated, not what is trained (best_metric may not change)
     "multihost",
+    "distributed",  # how processes join (tlx.distributed): SLURM vs TPU, per-GPU vs per-node
     # How a step is computed, not what it computes: the same math to roundoff.
     "train.microbatches",
     "train.prefetch",
@@ -42,7 +44,14 @@ RESUMABLE = (
     "train.peak_tflops_per_device",
     "model.remat",
     "model.attention_impl",
+    # How the arrays are laid out over devices (restores reshard: tests/test_checkpoint_mesh.py)
+    "mesh",
+    "mesh_dcn",
+    "partition_preset",
 )
+
+# Keys removed since runs were saved: present only in an older config.json, no change on resume.
+REMOVED = ("data.num_shards",)  # the data stream is indexed (data_pipelines.indexed)
 
 # Keys added after runs were saved, with the value an older config.json implicitly had: an
 # absent key equal to its default is no change on resume.
@@ -60,6 +69,7 @@ ADDED_DEFAULTS = {
     "mesh_dcn.fsdp": 1,
     "mesh_dcn.model": 1,
     "partition_preset": "",
+    "checkpoint.directory": "",
 }
 
 
@@ -92,6 +102,8 @@ def resume_changes(saved: dict, cfg: ml_collections.ConfigDict) -> list[str]:
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key, missing), new.get(key, missing)
         if a is missing and key in ADDED_DEFAULTS and b == ADDED_DEFAULTS[key]:
+            continue
+        if b is missing and key in REMOVED:
             continue
         if a != b and key not in allowed and not any(key.startswith(f"{k}.") for k in allowed):
             changes.append(f"{key}: {a!r} -> {b!r}")
@@ -217,3 +229,23 @@ def check_values(cfg: ml_collections.ConfigDict, data_parallel: int) -> None:
             raise ConfigError(f"data.options.{key}={value!r}: must be positive")
     for key in ("sample", "mask_rate", "masked_lm_prob"):
         _in_range(cfg, f"data.options.{key}", 0.0, 1.0)
+
+
+def check_data(saved: dict | None, now: dict, ckpt_dir: str) -> None:
+    """The training stream a resumed run continues must be the one it was saved on: same task,
+    seed and data (input_pipeline.data_fingerprint), else the examples would silently drift."""
+    if saved is None:  # a checkpoint from before data fingerprints: nothing to compare
+        print(
+            f"note: {ckpt_dir} was saved before tlx indexed its data (no data fingerprint): "
+            "resuming unchecked, and the examples after the resume follow the indexed order",
+            flush=True,
+        )
+        return
+    changed = [k for k in ("task", "seed", "fingerprint") if saved.get(k) != now.get(k)]
+    if changed:
+        detail = ", ".join(f"{k} {saved.get(k)!r} -> {now.get(k)!r}" for k in changed)
+        raise ConfigError(
+            f"the training data changed under the run saved in {ckpt_dir} ({detail}): resuming "
+            "would continue a different example stream. Restore the data files (tlx.data "
+            "verify lists them) or start a new --workdir"
+        )

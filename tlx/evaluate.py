@@ -91,7 +91,7 @@ def evaluate_run(
     if checkpoint_name == "best" and os.path.isdir(best_dir) and os.listdir(best_dir):
         directory, step = best_dir, None
     else:
-        directory = os.path.join(workdir, "checkpoints")
+        directory = checkpoint.run_checkpoints(cfg, workdir)  # a path or URL (checkpoint.directory)
         step = checkpoint.parse_choice(checkpoint_name)
     step, params = steps.restore_params(setup, cfg, directory, step)
     evaluator = evaluators.TYPES[kind](name, setup, cfg, workdir=workdir, **spec)
@@ -101,7 +101,7 @@ def evaluate_run(
         "num_examples": num_examples,
         "task": task or cfg.data.task,
         "split": split,
-        "checkpoint": os.path.join(directory, str(step)),
+        "checkpoint": os.path.join(directory, str(step)),  # also joins a URL
         "step": step,
         "metrics": metrics,
     }

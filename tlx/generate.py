@@ -114,7 +114,11 @@ def generate_run(workdir: str, prompt: str, *, max_new_tokens=40, temperature=0.
             f"--max_new_tokens={max_new_tokens}: the model has {cfg.model.max_position} "
             "positions in all, prompt included"
         )
-    sub = checkpoint.BEST_DIR if checkpoint_name == "best" else "checkpoints"
+    where = (
+        f"{workdir}/{checkpoint.BEST_DIR}"
+        if checkpoint_name == "best"
+        else checkpoint.run_checkpoints(cfg, workdir)
+    )
     step = checkpoint.parse_choice(checkpoint_name)
     model = models.build(cfg.model)
     vocab = vocabularies.get_vocabulary(cfg.data.vocab)
@@ -130,7 +134,7 @@ def generate_run(workdir: str, prompt: str, *, max_new_tokens=40, temperature=0.
     abstract = nn.unbox(jax.eval_shape(model.init, jax.random.PRNGKey(0), dummy)["params"])
     cpu = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     shardings = jax.tree.map(lambda _: cpu, abstract)
-    step, params = checkpoint.restore_params(f"{workdir}/{sub}", abstract, shardings, step)
+    step, params = checkpoint.restore_params(where, abstract, shardings, step)
     out = generate(
         model,
         params,
@@ -140,7 +144,7 @@ def generate_run(workdir: str, prompt: str, *, max_new_tokens=40, temperature=0.
         temperature=temperature,
         top_k=top_k,
     )
-    return f"{workdir}/{sub} step {step}", vocab.decode(out[0].tolist())
+    return f"{where} step {step}", vocab.decode(out[0].tolist())
 
 
 @cli_boundary

@@ -47,7 +47,7 @@ def translate_run(
     cfg.data.task_name = steps.resolve_task(cfg)
     setup = steps.build(cfg, input_pipeline.example_batch(cfg, cfg.train.batch_size))
     step = checkpoint.parse_choice(checkpoint_name, ("latest",))
-    step, params = steps.restore_params(setup, cfg, os.path.join(workdir, "checkpoints"), step)
+    step, params = steps.restore_params(setup, cfg, checkpoint.run_checkpoints(cfg, workdir), step)
     score, hyps = bleu.translate(setup.model, params, cfg, split, beam=beam, alpha=alpha,
                                  batch=batch, limit=limit)  # fmt: skip
     result = {
