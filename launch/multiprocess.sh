@@ -5,8 +5,10 @@
 #   launch/multiprocess.sh 2 --config=configs/bert/pretrain.py:size=tiny --workdir=runs/mp
 #
 # Env: LOCAL_DEVICES (host CPU devices per process, default 2), PORT (coordinator, default 12355),
-# PYTHON (default .venv/bin/python if present). Logs: WORKDIR/process_<i>.log; exits non-zero if
-# any process fails.
+# PYTHON (default .venv/bin/python if present). Logs: WORKDIR/process_<i>.log, pids:
+# WORKDIR/process_<i>.pid. Exit status: 0 if every process succeeded; 75 (tlx.errors.EXIT_PREEMPTED)
+# if every process was preempted and saved its checkpoint (run the same command again to resume);
+# else 1. A SIGTERM to this script is forwarded to every process (each then saves and exits 75).
 set -euo pipefail
 if [[ $# -lt 1 || ! "$1" =~ ^[0-9]+$ ]]; then
   echo "usage: $0 NUM_PROCESSES --config=... --workdir=DIR [flags...]" >&2
@@ -25,18 +27,40 @@ port="${PORT:-12355}"
 devices="${LOCAL_DEVICES:-2}"
 
 pids=()
+forward() { kill -TERM "${pids[@]}" 2>/dev/null || true; }
+trap forward TERM
 for ((i = 0; i < n; i++)); do
   TLX_COORDINATOR="localhost:${port}" TLX_NUM_PROCESSES="$n" TLX_PROCESS_ID="$i" \
     XLA_FLAGS="--xla_force_host_platform_device_count=${devices} ${XLA_FLAGS:-}" \
     JAX_PLATFORMS=cpu "$python" -m tlx.train "$@" >"$workdir/process_$i.log" 2>&1 &
   pids+=($!)
+  echo $! >"$workdir/process_$i.pid"
 done
-status=0
+preempted=0
+failed=0
 for i in "${!pids[@]}"; do
-  if ! wait "${pids[$i]}"; then
-    echo "process $i failed; see $workdir/process_$i.log" >&2
+  rc=0
+  # `wait` returns early (status > 128) when the TERM trap runs: wait again for the real status.
+  while true; do
+    wait "${pids[$i]}" && rc=0 || rc=$?
+    kill -0 "${pids[$i]}" 2>/dev/null || break
+  done
+  if [[ $rc -eq 75 ]]; then
+    echo "process $i preempted: $(grep -m1 '^preempted at step' "$workdir/process_$i.log" || true)" >&2
+    preempted=$((preempted + 1))
+  elif [[ $rc -ne 0 ]]; then
+    echo "process $i failed (exit status $rc); see $workdir/process_$i.log" >&2
     tail -n 20 "$workdir/process_$i.log" >&2
-    status=1
+    failed=$((failed + 1))
   fi
 done
-exit $status
+if [[ $failed -gt 0 ]]; then
+  exit 1
+elif [[ $preempted -eq $n ]]; then
+  echo "all $n processes preempted and checkpointed; run the same command again to resume" >&2
+  exit 75
+elif [[ $preempted -gt 0 ]]; then
+  echo "$preempted of $n processes preempted, the others finished: check $workdir" >&2
+  exit 1
+fi
+exit 0

@@ -9,6 +9,8 @@ one `error: ...` paragraph on stderr and an exit status, instead of a traceback:
   2  bad input: a config key or value, a flag, a data file, a checkpoint, a pretrained source;
      the message names the culprit (key, file:line, step directory, parameter)
   3  training diverged (NaN/inf loss); nothing was saved after the last good checkpoint
+ 75  preempted (SIGTERM): every process saved a checkpoint at one step; run the same command
+     again to resume (EX_TEMPFAIL; launch/slurm.sbatch and launch/tpu_pod.sh requeue on it)
 
 Messages of status 2 are written for the person who typed the command: what is wrong, where,
 and what to do about it.
@@ -19,6 +21,7 @@ from collections.abc import Callable
 
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
+EXIT_PREEMPTED = 75
 
 
 class UserError(Exception):
@@ -37,6 +40,14 @@ class DivergedError(FloatingPointError):
     """A non-finite loss; the message names the step and the last good checkpoint."""
 
 
+class Preempted(Exception):
+    """The run was told to stop (SIGTERM) and saved a checkpoint at `step` (tlx.preemption)."""
+
+    def __init__(self, step: int):
+        super().__init__(f"preempted at step {step}; checkpoint saved")
+        self.step = step
+
+
 # Bad input raised by tlx or by the standard library when a named path is missing; the data
 # layer's DataError is added in exit_status (importing data_pipelines loads TensorFlow, which
 # light CLIs such as `tlx.data list` avoid).
@@ -45,6 +56,8 @@ BAD_INPUT = (UserError, FileNotFoundError, NotADirectoryError, IsADirectoryError
 
 def exit_status(error: BaseException) -> int | None:
     """The documented exit status of an error, or None for a crash (print the traceback)."""
+    if isinstance(error, Preempted):
+        return EXIT_PREEMPTED
     if isinstance(error, FloatingPointError):
         return EXIT_DIVERGED
     if isinstance(error, BAD_INPUT):
@@ -66,7 +79,8 @@ def cli_boundary(main: Callable) -> Callable:
             status = exit_status(e)
             if status is None:
                 raise
-            print(f"error: {e}", file=sys.stderr, flush=True)
+            if not isinstance(e, Preempted):  # the loop has said so on stdout: not a failure
+                print(f"error: {e}", file=sys.stderr, flush=True)
             raise SystemExit(status) from e
 
     return guarded

@@ -23,16 +23,18 @@ from tlx import best as best_lib
 from tlx import (
     checkpoint,
     config_checks,
+    distributed,
     evaluators,
     flops,
     input_pipeline,
     models,
     partitioning,
     precision,
+    preemption,
     steps,
 )
 from tlx.data import verify as data_verify
-from tlx.errors import ConfigError, DivergedError, cli_boundary
+from tlx.errors import ConfigError, DivergedError, Preempted, cli_boundary
 from tlx.metrics import (
     MetricsLog,
     ProfileWindow,
@@ -42,24 +44,6 @@ from tlx.metrics import (
     real_tokens,
     reduce,
 )
-
-
-def maybe_initialize_distributed(cfg: ml_collections.ConfigDict) -> None:
-    """Joins JAX's multi-controller runtime when launched as one of several processes.
-
-    launch/multiprocess.sh sets TLX_COORDINATOR / TLX_NUM_PROCESSES / TLX_PROCESS_ID; on TPU pods
-    and SLURM clusters `jax.distributed.initialize()` discovers them itself (config.multihost)."""
-    if jax.distributed.is_initialized():
-        return
-    if "TLX_NUM_PROCESSES" in os.environ:
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        jax.distributed.initialize(
-            coordinator_address=os.environ["TLX_COORDINATOR"],
-            num_processes=int(os.environ["TLX_NUM_PROCESSES"]),
-            process_id=int(os.environ["TLX_PROCESS_ID"]),
-        )
-    elif cfg.get("multihost", False):
-        jax.distributed.initialize()
 
 
 def _write_json_atomic(path: str, text: str) -> None:
@@ -103,7 +87,7 @@ def _apply_epochs(cfg: ml_collections.ConfigDict) -> None:
 def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     """Trains per `cfg`, resuming from `workdir` if it holds checkpoints; returns final metrics."""
     # --- distributed init, data task, checks (nothing is written before they pass) ----------
-    maybe_initialize_distributed(cfg)
+    distributed.initialize(cfg)  # launch/multiprocess.sh, a SLURM step, a TPU pod: c.distributed
     cfg = ml_collections.ConfigDict(cfg.to_dict())  # unlocked copy: we add the resolved task
     mesh = partitioning.mesh_from_config(cfg)
     config_checks.check_values(cfg, partitioning.data_parallel_size(mesh))
@@ -112,7 +96,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str
     _apply_epochs(cfg)
     global_batch, total_steps = cfg.train.batch_size, cfg.train.steps
     profile = ProfileWindow(cfg.train.get("profile_steps", ""), os.path.join(workdir, "profile"))
-    ckpt_dir = os.path.join(workdir, "checkpoints")
+    ckpt_dir = checkpoint.run_checkpoints(cfg, workdir)  # an epath path or URL (gs://...)
     saved_config = os.path.join(workdir, "config.json")
     if checkpoint.has_steps(ckpt_dir) and os.path.exists(saved_config):
         config_checks.check_resume(saved_config, cfg)
@@ -139,7 +123,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str
         max_to_keep=cfg.checkpoint.max_to_keep,
         async_save=cfg.checkpoint.async_save,
     )
-    num_shards = input_pipeline.data_shards(cfg, global_batch)
+    data = input_pipeline.data_fingerprint(cfg)
     state, meta = checkpoint.restore_or_init(
         mngr,
         setup.init(jax.random.PRNGKey(cfg.seed)),
@@ -152,12 +136,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str
     start_example = 0
     if meta is not None:
         start_example = meta.get("examples_consumed", meta["batches_consumed"] * global_batch)
-        if meta.get("data_shards", num_shards) != num_shards:
-            raise ConfigError(
-                f"this run's data stream was split into {meta['data_shards']} shards, now into "
-                f"{num_shards} (data.num_shards, default one per process): the examples would "
-                f"change; set --config.data.num_shards={meta['data_shards']}"
-            )
+        config_checks.check_data(meta.get("data"), data, ckpt_dir)
 
     # --- evaluators, logs, the best checkpoint -----------------------------------------------
     evals = evaluators.build(setup, cfg, workdir)
@@ -181,7 +160,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str
     step = int(state.step)
     window, tokens, t0, last = [], 0, time.time(), {}
     feed = input_pipeline.Prefetch(batches, place, cfg.train.get("prefetch", 2), total_steps - step)
-    with feed, profile:  # both stop on any exit
+    with feed, profile, preemption.Watch(step) as preempt:  # all three stop on any exit
         for batch, real in feed:
             profile.before(step + 1)
             state, metrics = setup.train_step(state, batch)
@@ -190,8 +169,9 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str
             profile.after(step, state)
             tokens = None if real is None or tokens is None else tokens + real
             start_example += global_batch
-            due_log = step % cfg.train.log_every == 0 or step == total_steps
-            due_save = step % cfg.checkpoint.every == 0 or step == total_steps
+            stop = preempt.reached(step)  # every step, on every process: they agree on it
+            due_log = step % cfg.train.log_every == 0 or step == total_steps or stop
+            due_save = step % cfg.checkpoint.every == 0 or step == total_steps or stop
             if due_log or due_save:
                 summary = reduce(window)  # the one device -> host fetch, for the whole window
                 if not math.isfinite(summary["loss"]):
@@ -216,11 +196,18 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str
                     "step": step,
                     "batches_consumed": step,
                     "examples_consumed": start_example,
-                    "data_shards": num_shards,
+                    "data": data,  # the stream continues from (task, seed, examples_consumed)
                     "rng": np.asarray(jax.device_get(state.rng)).tolist(),
                     "precision": precision.describe(cfg.model),
                 }
-                checkpoint.save(mngr, step, state, meta, force=step == total_steps)
+                checkpoint.save(mngr, step, state, meta, force=step == total_steps or stop)
+            if stop:
+                mngr.wait_until_finished()
+                mngr.close()
+                log.close()
+                best.close()
+                print(f"preempted at step {step}; checkpoint saved", flush=True)
+                raise Preempted(step)
     if not last:  # resumed at the final step: still report the final evaluation
         last = evaluate(step, "eval")
     last.update(evaluate(step, "end"))  # exports and once-per-run evaluations
@@ -244,6 +231,7 @@ def main(argv) -> None:
     from absl import flags
 
     quiet_logs()
+    preemption.listen()  # a SIGTERM during setup is kept for the loop, not lost
     train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
 
 
