@@ -69,7 +69,7 @@ class Epochs(Examples):
     def __len__(self) -> int:
         return self.n
 
-    @functools.lru_cache(maxsize=4)  # noqa: B019 -- a few epochs per stream, freed with it
+    @functools.lru_cache(maxsize=4)  # noqa: B019 -- the streams live as long as the process
     def order(self, epoch: int) -> np.ndarray:
         if not self.shuffle:
             return np.arange(self.n)
@@ -79,7 +79,7 @@ class Epochs(Examples):
     def take(self, positions: np.ndarray) -> dict[str, np.ndarray]:
         epoch, i = np.divmod(np.asarray(positions, np.int64), self.n)
         index = np.empty_like(i)
-        for e in np.unique(epoch):  # a batch spans at most two epochs
+        for e in np.unique(epoch):  # several when the batch is larger than the split
             at = epoch == e
             index[at] = self.order(int(e))[i[at]]
         return self.rows(index, epoch)
@@ -99,8 +99,8 @@ class Arrays(Epochs):
     def rows(self, index, epoch):
         return {k: a[index] for k, a in self.arrays.items()}
 
-    def fingerprint(self) -> str:
-        return _digest(self.arrays)
+    def fingerprint(self) -> str:  # the arrays and the order they are read in
+        return _digest({**self.arrays, "order": self.order(0)[:4096]})
 
 
 class MaskedPairs(Arrays):
@@ -125,7 +125,8 @@ class MaskedPairs(Arrays):
         return out
 
     def fingerprint(self) -> str:
-        return _digest(self.arrays, repr(self.options), self.vocab_spec)
+        order = {"order": self.order(0)[:4096]}
+        return _digest({**self.arrays, **order}, repr(self.options), self.vocab_spec)
 
 
 class WithChars(Examples):

@@ -27,7 +27,13 @@ port="${PORT:-12355}"
 devices="${LOCAL_DEVICES:-2}"
 
 pids=()
-forward() { kill -TERM "${pids[@]}" 2>/dev/null || true; }
+termed=0     # a SIGTERM arrived: forwarded to every process started, now and later
+interrupted=0
+forward() {
+  termed=1
+  interrupted=1
+  kill -TERM "${pids[@]}" 2>/dev/null || true
+}
 trap forward TERM
 for ((i = 0; i < n; i++)); do
   TLX_COORDINATOR="localhost:${port}" TLX_NUM_PROCESSES="$n" TLX_PROCESS_ID="$i" \
@@ -35,15 +41,20 @@ for ((i = 0; i < n; i++)); do
     JAX_PLATFORMS=cpu "$python" -m tlx.train "$@" >"$workdir/process_$i.log" 2>&1 &
   pids+=($!)
   echo $! >"$workdir/process_$i.pid"
+  if ((termed)); then kill -TERM $! 2>/dev/null || true; fi # TERM came during the launch
 done
 preempted=0
 failed=0
 for i in "${!pids[@]}"; do
-  rc=0
-  # `wait` returns early (status > 128) when the TERM trap runs: wait again for the real status.
+  # `wait` returns early (status > 128) when the TERM trap runs: wait again for the real status
+  # (bash keeps an exited child's status for the next `wait`; 127: already collected, keep rc).
+  rc=""
   while true; do
-    wait "${pids[$i]}" && rc=0 || rc=$?
-    kill -0 "${pids[$i]}" 2>/dev/null || break
+    interrupted=0
+    wait "${pids[$i]}" && s=0 || s=$?
+    if [[ $s -eq 127 && -n "$rc" ]]; then break; fi
+    rc=$s
+    ((interrupted && s > 128)) || break
   done
   if [[ $rc -eq 75 ]]; then
     echo "process $i preempted: $(grep -m1 '^preempted at step' "$workdir/process_$i.log" || true)" >&2

@@ -4,8 +4,9 @@
 #   TPU_NAME=tlx-v4 ZONE=us-central2-b launch/tpu_pod.sh create
 #   TPU_NAME=tlx-v4 ZONE=us-central2-b launch/tpu_pod.sh setup    # code + .venv on every worker
 #   TPU_NAME=tlx-v4 ZONE=us-central2-b launch/tpu_pod.sh run --config=configs/bert/pretrain.py:size=base \
-#       --workdir=gs://BUCKET/runs/bert_base
-#   TPU_NAME=tlx-v4 ZONE=us-central2-b SPOT=1 launch/tpu_pod.sh babysit --config=... --workdir=gs://...
+#       --workdir=runs/bert_base --config.checkpoint.directory=gs://BUCKET/runs/bert_base
+#   TPU_NAME=tlx-v4 ZONE=us-central2-b SPOT=1 launch/tpu_pod.sh babysit --config=... --workdir=runs/x \
+#       --config.checkpoint.directory=gs://...
 #   TPU_NAME=tlx-v4 ZONE=us-central2-b launch/tpu_pod.sh exec .venv/bin/python -m tlx.data list
 #   TPU_NAME=tlx-v4 ZONE=us-central2-b launch/tpu_pod.sh delete
 #
@@ -13,7 +14,8 @@
 # --worker=all), unpacks it in ~/$REMOTE_DIR and installs `pip install -e '.[tpu]'` into a venv
 # there. run starts `python -m tlx.train FLAGS --config.distributed.join=always` on all workers
 # at once (tpu-vm ssh --worker=all); jax.distributed finds the pod's workers itself. Put the
-# workdir on gs:// so every worker sees one checkpoint directory.
+# checkpoints on gs:// (--config.checkpoint.directory) so every worker sees them; the workdir
+# (metrics, best/) stays a local path.
 #
 # babysit reruns until the training exits 0: it polls `tpu-vm describe`; a missing, PREEMPTED or
 # otherwise broken slice is deleted, recreated (SPOT=1: spot; QUEUED=1: as a queued resource)

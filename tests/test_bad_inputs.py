@@ -119,6 +119,13 @@ def test_config_value_is_rejected_naming_the_key(capsys, tmp_path, config, overr
     assert not (workdir / "config.json").exists()
 
 
+def test_a_url_workdir_is_refused_naming_the_checkpoint_key(capsys, tmp_path):
+    cfg = _cfg(*BERT)
+    _fails(capsys, train.train_and_evaluate, cfg, "gs://bucket/run",
+           culprit=("--workdir=gs://bucket/run", "checkpoint.directory=gs://bucket/run/checkpoints"),
+           roots=[tmp_path])  # fmt: skip
+
+
 # --- 2. a rerun never damages a run -------------------------------------------------------------
 
 RESUME_CASES = [

@@ -1,6 +1,7 @@
 """Checkpoints: pretrained loading (exact by name, loud on any mismatch), checkpoint directories
 as epath paths and URLs, and a run killed mid-save resuming from the step before."""
 
+import json
 import os
 import pathlib
 import signal
@@ -241,6 +242,9 @@ def test_sigkill_during_an_async_save_resumes_from_the_previous_step(tmp_path):
     assert f"resumed from {ckpt} step {step}" in text, text[-3000:]
     assert not any(".orbax-checkpoint-tmp" in p.name for p in ckpt.iterdir())
     assert (ckpt / str(step + 2)).is_dir()
+    # A copy of the config beside checkpoints kept elsewhere: what a resume on another machine
+    # (a recreated TPU slice, no old workdir) is checked against.
+    assert json.loads((ckpt / "config.json").read_text())["checkpoint"]["directory"] == str(ckpt)
     moved = [p for p in aside.iterdir() if p.name.startswith(tmp)]
     assert len(moved) == 2 and any(p.name.endswith(".reason.txt") for p in moved), moved
     # tlx.evaluate finds the checkpoints where the run's config.json says they are.

@@ -62,7 +62,8 @@ def is_url(directory) -> bool:
 def run_checkpoints(cfg, workdir: str) -> str:
     """A run's checkpoints directory: `cfg.checkpoint.directory` (a path or URL), else
     WORKDIR/checkpoints."""
-    return cfg.checkpoint.get("directory", "") or os.path.join(workdir, "checkpoints")
+    custom = (cfg.get("checkpoint") or {}).get("directory", "")  # absent in older run configs
+    return custom or os.path.join(workdir, "checkpoints")
 
 
 def manager(directory: str, *, every: int = 1000, max_to_keep: int | None = 3, async_save=True):

@@ -15,6 +15,7 @@ import json
 import math
 
 import ml_collections
+from etils import epath
 
 from tlx.errors import ConfigError
 
@@ -112,14 +113,14 @@ def resume_changes(saved: dict, cfg: ml_collections.ConfigDict) -> list[str]:
 
 def check_resume(saved_path: str, cfg: ml_collections.ConfigDict) -> None:
     """Raises ConfigError listing every disallowed change against the saved config.json."""
-    with open(saved_path) as f:
-        try:
-            saved = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ConfigError(
-                f"{saved_path} is not valid JSON ({e}); the run's checkpoints are intact. "
-                "Restore the file, or move it away to resume with the current config"
-            ) from e
+    text = epath.Path(saved_path).read_text()  # a local path, or beside checkpoints at a URL
+    try:
+        saved = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(
+            f"{saved_path} is not valid JSON ({e}); the run's checkpoints are intact. "
+            "Restore the file, or move it away to resume with the current config"
+        ) from e
     changes = resume_changes(saved, cfg)
     if changes:
         keys = ", ".join(f'"{c.split(":")[0]}"' for c in changes)

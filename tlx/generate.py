@@ -114,12 +114,12 @@ def generate_run(workdir: str, prompt: str, *, max_new_tokens=40, temperature=0.
             f"--max_new_tokens={max_new_tokens}: the model has {cfg.model.max_position} "
             "positions in all, prompt included"
         )
+    step = checkpoint.parse_choice(checkpoint_name)
     where = (
         f"{workdir}/{checkpoint.BEST_DIR}"
         if checkpoint_name == "best"
         else checkpoint.run_checkpoints(cfg, workdir)
     )
-    step = checkpoint.parse_choice(checkpoint_name)
     model = models.build(cfg.model)
     vocab = vocabularies.get_vocabulary(cfg.data.vocab)
     ids = jnp.asarray([vocab.encode(prompt)], jnp.int32)

@@ -96,10 +96,20 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str
     _apply_epochs(cfg)
     global_batch, total_steps = cfg.train.batch_size, cfg.train.steps
     profile = ProfileWindow(cfg.train.get("profile_steps", ""), os.path.join(workdir, "profile"))
+    if "://" in workdir:
+        raise ConfigError(
+            f"--workdir={workdir}: the workdir (metrics, TensorBoard, best/) is a local path; "
+            f"put the checkpoints on a URL: --config.checkpoint.directory={workdir}/checkpoints"
+        )
     ckpt_dir = checkpoint.run_checkpoints(cfg, workdir)  # an epath path or URL (gs://...)
     saved_config = os.path.join(workdir, "config.json")
-    if checkpoint.has_steps(ckpt_dir) and os.path.exists(saved_config):
-        config_checks.check_resume(saved_config, cfg)
+    # Checkpoints kept elsewhere (checkpoint.directory) get a copy of the config beside them, so
+    # a resume from another machine's workdir (a recreated TPU slice) is still checked.
+    elsewhere = checkpoint.path(ckpt_dir) / "config.json" if cfg.checkpoint.directory else None
+    if checkpoint.has_steps(ckpt_dir):
+        found = [c for c in (saved_config, elsewhere) if c and checkpoint.path(c).exists()]
+        if found:
+            config_checks.check_resume(str(found[0]), cfg)
     # Every split the run reads, opened and checked now: seconds, not after training.
     data_verify.check_run_data(cfg, ("train", *evaluators.splits_read(cfg)))  # checks c.evals
 
@@ -109,6 +119,9 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str
     os.makedirs(workdir, exist_ok=True)
     if jax.process_index() == 0:
         _write_json_atomic(saved_config, cfg.to_json_best_effort(indent=2))
+        if elsewhere is not None:
+            elsewhere.parent.mkdir(parents=True, exist_ok=True)
+            elsewhere.write_text(cfg.to_json_best_effort(indent=2))
     print(
         f"process_index={jax.process_index()} process_count={jax.process_count()} "
         f"devices={jax.device_count()} local_devices={jax.local_device_count()} "
