@@ -139,28 +139,40 @@ def weight(x: np.ndarray, x_max: float, alpha: float) -> np.ndarray:
     return np.minimum(1.0, (x / x_max) ** alpha).astype(np.float32)
 
 
+def training_triples(options: GloveOptions) -> dict[str, np.ndarray]:
+    """The co-occurrence triples as GloVe trains on them: row, col, log X_ij and f(X_ij)."""
+    row, col, value = load_cooccurrences(options)
+    return {
+        "row": row.astype(np.int32),
+        "col": col.astype(np.int32),
+        "log_count": np.log(value).astype(np.float32),
+        "weight": weight(value, options.x_max, options.alpha),
+    }
+
+
+def epoch_rows(triples: dict, seq_len: int, seed, epoch: int, shuffle: bool) -> dict:
+    """One epoch's rows [ceil(N / seq_len), seq_len] of a seeded permutation of the triples;
+    the last row padded with zeros (weight 0: no loss)."""
+    n = len(triples["row"])
+    n_rows = -(-n // seq_len)
+    rng = np.random.default_rng([(seed or 0) & 0xFFFFFFFF, _SALT, epoch])
+    perm = rng.permutation(n) if shuffle else np.arange(n)
+    perm = np.concatenate([perm, np.full(n_rows * seq_len - n, -1)]).reshape(n_rows, seq_len)
+    take, real = np.maximum(perm, 0), perm >= 0
+    return {k: np.where(real, v[take], 0).astype(v.dtype) for k, v in triples.items()}
+
+
 def source_dataset(split, shuffle_files, seed=None, shard_info=None, *, options: GloveOptions):
     if split != "train":
         raise ValueError("glove has only a train split (word vectors are scored on word_eval)")
-    row, col, value = load_cooccurrences(options)
-    log_count, f = np.log(value).astype(np.float32), weight(value, options.x_max, options.alpha)
+    triples = training_triples(options)
     e = options.seq_len
-    n_rows = -(-len(row) // e)
     epochs = itertools.count()
 
     def generate():
-        epoch = next(epochs)
-        rng = np.random.default_rng([(seed or 0) & 0xFFFFFFFF, _SALT, epoch])
-        perm = rng.permutation(len(row)) if shuffle_files else np.arange(len(row))
-        perm = np.concatenate([perm, np.full(n_rows * e - len(row), -1)]).reshape(n_rows, e)
-        for r in sources.shard_order(n_rows, False, None, shard_info, _SALT):
-            take, real = np.maximum(perm[r], 0), perm[r] >= 0
-            yield {
-                "row": np.where(real, row[take], 0),
-                "col": np.where(real, col[take], 0),
-                "log_count": np.where(real, log_count[take], 0.0).astype(np.float32),
-                "weight": np.where(real, f[take], 0.0).astype(np.float32),
-            }
+        rows = epoch_rows(triples, e, seed, next(epochs), shuffle_files)
+        for r in sources.shard_order(len(rows["row"]), False, None, shard_info, _SALT):
+            yield {k: v[r] for k, v in rows.items()}
 
     spec = {
         "row": tf.TensorSpec([e], tf.int32),

@@ -297,14 +297,13 @@ def _skipgram(opts, split: str, seed: int, shuffle: bool) -> EpochRows:
     wc = tasks.words.load_corpus(opts.corpus_options)
     keep_p = skipgram.keep_probability(wc.counts, opts.sample)[wc.ids]
 
-    def rng(e):
-        return np.random.default_rng([seed & 0xFFFFFFFF, skipgram._SALT, e])
-
     def size(e):  # the epoch's first draw is its subsampling: the row count without the rest
-        return -(-int((rng(e).random(len(wc.ids)) < keep_p).sum()) // opts.seq_len)
+        return -(
+            -int((skipgram.epoch_rng(seed, e).random(len(wc.ids)) < keep_p).sum()) // opts.seq_len
+        )
 
     def build(e):
-        arrays = skipgram.epoch_rows(wc, opts, rng(e))
+        arrays = skipgram.epoch_rows(wc, opts, skipgram.epoch_rng(seed, e))
         order = np.arange(len(arrays[0]))
         if shuffle:
             order = np.random.default_rng([seed & 0xFFFFFFFF, _ORDER_SALT, e]).permutation(order)
@@ -317,27 +316,13 @@ def _skipgram(opts, split: str, seed: int, shuffle: bool) -> EpochRows:
 def _glove(opts, split: str, seed: int, shuffle: bool) -> EpochRows:
     if split != "train":
         raise ValueError("glove has only a train split (word vectors are scored on word_eval)")
-    row, col, value = cooccur.load_cooccurrences(opts)
-    log_count = np.log(value).astype(np.float32)
-    f = cooccur.weight(value, opts.x_max, opts.alpha).astype(np.float32)
-    e_len = opts.seq_len
-    n_rows = -(-len(row) // e_len)
+    triples = cooccur.training_triples(opts)
+    n_rows = -(-len(triples["row"]) // opts.seq_len)
 
     def build(e):
-        rng = np.random.default_rng([seed & 0xFFFFFFFF, cooccur._SALT, e])
-        perm = rng.permutation(len(row)) if shuffle else np.arange(len(row))
-        perm = np.concatenate([perm, np.full(n_rows * e_len - len(row), -1)])
-        perm = perm.reshape(n_rows, e_len)
-        take, real = np.maximum(perm, 0), perm >= 0
-        return {
-            "row": np.where(real, row[take], 0).astype(np.int32),
-            "col": np.where(real, col[take], 0).astype(np.int32),
-            "log_count": np.where(real, log_count[take], 0.0).astype(np.float32),
-            "weight": np.where(real, f[take], 0.0).astype(np.float32),
-        }
+        return cooccur.epoch_rows(triples, opts.seq_len, seed, e, shuffle)
 
-    digest = _digest({"row": row, "col": col, "value": value}, repr(opts), seed)
-    return EpochRows(build, lambda e: n_rows, digest)
+    return EpochRows(build, lambda e: n_rows, _digest(triples, repr(opts), seed))
 
 
 def global_rows(ex: Examples, start: int, stop: int) -> dict[str, np.ndarray]:

@@ -112,6 +112,11 @@ def epoch_rows(wc: words.WordCorpus, opts: SkipGramOptions, rng: np.random.Gener
     return ids[starts], sent[starts], window, negatives
 
 
+def epoch_rng(seed, epoch: int) -> np.random.Generator:
+    """The generator of one epoch's draws; its first draw is the subsampling (epoch_rows)."""
+    return np.random.default_rng([(seed or 0) & 0xFFFFFFFF, _SALT, epoch])
+
+
 def source_dataset(split, shuffle_files, seed=None, shard_info=None, *, options: SkipGramOptions):
     if split != "train":
         raise ValueError("skipgram has only a train split (word vectors are scored on word_eval)")
@@ -126,8 +131,7 @@ def source_dataset(split, shuffle_files, seed=None, shard_info=None, *, options:
 
     def generate():
         epoch = next(epochs)
-        rng = np.random.default_rng([(seed or 0) & 0xFFFFFFFF, _SALT, epoch])
-        arrays = epoch_rows(wc, options, rng)
+        arrays = epoch_rows(wc, options, epoch_rng(seed, epoch))
         order = sources.shard_order(
             len(arrays[0]), shuffle_files, (seed or 0) + epoch, shard_info, _SALT
         )

@@ -6,6 +6,7 @@ XLA_FLAGS must be set before jax initialises its backend, hence at import time h
 
 import os
 import pathlib
+import socket
 
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
@@ -45,6 +46,13 @@ _load_module("tlx_tests_parity", "parity.py")
 # The plain helpers below, for test modules (which cannot import conftest by name):
 # `sys.modules["tlx_tests_conftest"].config_with(...)`.
 sys.modules["tlx_tests_conftest"] = sys.modules[__name__]
+
+
+def free_port() -> int:
+    """A TCP port free on localhost now: a multi-process run's coordinator."""
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
 
 
 def config_with(module, arg: str, **overrides):

@@ -10,7 +10,6 @@ import json
 import os
 import pathlib
 import shutil
-import socket
 import subprocess
 import sys
 
@@ -49,10 +48,7 @@ def _env(devices: int) -> dict:
     return env
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
+_free_port = sys.modules["tlx_tests_conftest"].free_port  # tests/conftest.py
 
 
 def _single(workdir: pathlib.Path, *flags) -> str:

@@ -4,7 +4,6 @@ launch/multiprocess.sh or (faked) SLURM starts them."""
 import json
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 
@@ -21,10 +20,7 @@ FLAGS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
+_free_port = sys.modules["tlx_tests_conftest"].free_port  # tests/conftest.py
 
 
 def _losses(workdir: pathlib.Path) -> list[float]:

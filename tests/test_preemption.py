@@ -11,7 +11,6 @@ import os
 import pathlib
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,10 +31,7 @@ EVERY = 100  # regular checkpoints never come: the one saved is the preemption's
 FLAGS = [CONFIG, f"--config.train.steps={RUN['train.steps']}", f"--config.checkpoint.every={EVERY}"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
+_free_port = sys.modules["tlx_tests_conftest"].free_port  # tests/conftest.py
 
 
 def _env(**extra) -> dict:

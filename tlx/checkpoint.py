@@ -37,16 +37,12 @@ from etils import epath
 from jax.sharding import NamedSharding, PartitionSpec
 
 from tlx.digests import DamagedCheckpoint, flatten, tree_digests, verify_digests
-from tlx.errors import CheckpointError, UserError
+from tlx.errors import CheckpointError, TransferError  # noqa: F401 (checkpoint.TransferError)
 from tlx.models.migrate import unflatten
 from tlx.optim import path_str
 
 ITEMS = ("params", "opt_state", "meta")
 DAMAGED_DIR = "damaged_checkpoints"
-
-
-class TransferError(UserError, ValueError):
-    """A pretrained checkpoint does not fit the model; the message names the parameter."""
 
 
 def path(directory) -> epath.Path:
@@ -421,32 +417,6 @@ def restore_params(
     return step, jax.tree.unflatten(jax.tree.structure(abstract_params), leaves)
 
 
-def load_word_vectors(source: str, vocab_spec: str, where: str, params, shardings):
-    """(params with the table at path `where` replaced by `source`'s vectors (tlx.wordvec:
-    glove6b, a word2vec/GloVe file, a tlx run dir) aligned to the ids of data vocabulary
-    `vocab_spec`, words found, vocabulary size). A missing or mis-shaped table is an error."""
-    import data_pipelines
-    from tlx import wordvec  # only word-vector runs read GloVe / word2vec files
-
-    vocab = data_pipelines.vocabularies.get_vocabulary(vocab_spec)
-    tokens = data_pipelines.vocabularies.id_to_token(vocab)
-    matrix, hits = wordvec.embedding_matrix(wordvec.load_source(source), tokens)
-    flat = flatten(params)
-    if where not in flat:
-        tables = [p for p in flat if p.endswith("embedding")]
-        raise TransferError(
-            f"transfer.vectors_param={where!r} is not a model parameter; tables: {tables}"
-        )
-    if tuple(flat[where].shape) != matrix.shape:
-        raise TransferError(
-            f"parameter {where}: model shape {tuple(flat[where].shape)} != {matrix.shape} "
-            f"from init_vectors={source!r} ({len(tokens)} tokens of data.vocab={vocab_spec!r}"
-            f" x {matrix.shape[1]}-dim vectors); set model.embed_dim / model.vocab_size"
-        )
-    flat[where] = jax.device_put(matrix.astype(flat[where].dtype), flatten(shardings)[where])
-    return unflatten(flat), hits, len(tokens)
-
-
 # ------------------------------------------------------------------------ the restore order
 
 
@@ -501,8 +471,10 @@ def restore_or_init(mngr, state, shardings, transfer, *, vocab: str, rename=None
         print(f"initialised from {transfer.init_from} (step {src_step})", flush=True)
     if transfer.get("init_vectors"):
         where = transfer.vectors_param
-        params, hits, n = load_word_vectors(
-            transfer.init_vectors, vocab, where, params, shardings.params
+        from tlx import wordvec  # reads GloVe / word2vec files: only word-vector runs
+
+        params, hits, n = wordvec.load_into(
+            params, shardings.params, transfer.init_vectors, vocab, where
         )
         print(f"initialised {where} from {transfer.init_vectors}: {hits:,} / {n:,} words")
     return state.replace(params=params, opt_state=reinit(params)), None

@@ -36,6 +36,10 @@ class CheckpointError(UserError):
     """A checkpoint that is missing, damaged or does not fit; the message names the directory."""
 
 
+class TransferError(UserError, ValueError):
+    """A pretrained checkpoint does not fit the model; the message names the parameter."""
+
+
 class DivergedError(FloatingPointError):
     """A non-finite loss; the message names the step and the last good checkpoint."""
 

@@ -7,8 +7,10 @@ data_pipelines.vector_files, whose names are importable from here too (`wordvec.
 
 from collections.abc import Sequence
 
+import jax
 import numpy as np
 
+from data_pipelines import vocabularies
 from data_pipelines.vector_files import (
     FORMATS,
     WordVectors,
@@ -19,6 +21,9 @@ from data_pipelines.vector_files import (
     load_source,
     save,
 )
+from tlx.digests import flatten
+from tlx.errors import TransferError
+from tlx.models.migrate import unflatten
 
 __all__ = [
     "FORMATS",
@@ -28,6 +33,7 @@ __all__ = [
     "embedding_matrix",
     "glove6b",
     "glove6b_words",
+    "load_into",
     "load",
     "load_source",
     "save",
@@ -65,3 +71,26 @@ def embedding_matrix(
     table[hit] = vectors.vectors[rows[hit]]
     table[pad] = 0.0
     return table, int(hit.sum())
+
+
+def load_into(params, shardings, source: str, vocab_spec: str, where: str):
+    """(params with the table at path `where` replaced by `source`'s vectors (tlx.wordvec:
+    glove6b, a word2vec/GloVe file, a tlx run dir) aligned to the ids of data vocabulary
+    `vocab_spec`, words found, vocabulary size). A missing or mis-shaped table is an error."""
+    vocab = vocabularies.get_vocabulary(vocab_spec)
+    tokens = vocabularies.id_to_token(vocab)
+    matrix, hits = embedding_matrix(load_source(source), tokens)
+    flat = flatten(params)
+    if where not in flat:
+        tables = [p for p in flat if p.endswith("embedding")]
+        raise TransferError(
+            f"transfer.vectors_param={where!r} is not a model parameter; tables: {tables}"
+        )
+    if tuple(flat[where].shape) != matrix.shape:
+        raise TransferError(
+            f"parameter {where}: model shape {tuple(flat[where].shape)} != {matrix.shape} "
+            f"from init_vectors={source!r} ({len(tokens)} tokens of data.vocab={vocab_spec!r}"
+            f" x {matrix.shape[1]}-dim vectors); set model.embed_dim / model.vocab_size"
+        )
+    flat[where] = jax.device_put(matrix.astype(flat[where].dtype), flatten(shardings)[where])
+    return unflatten(flat), hits, len(tokens)
